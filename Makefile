@@ -1,0 +1,37 @@
+# `make run`: install and run the main job. `make test`: install and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; pip on this machine takes it from local disk. Override elsewhere,
+# e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
+TORCH_SPEC ?= torch==2.13.0
+export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
+
+.PHONY: install run test test-all bench lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,distributed]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m glsbi_plugin.simulators
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+bench: install
+	$(PY) benchmarks/solver_throughput.py
+
+lint: install
+	$(VENV)/bin/ruff check glsbi_plugin tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

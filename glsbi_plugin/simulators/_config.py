@@ -1,0 +1,295 @@
+r"""Static numerics (:class:`TDGLConfig`) and traced physics (:class:`TDGLParams`).
+
+The split follows pyTDGL (Device vs SolverOptions) and diffrax (``args`` vs solver): everything
+that changes the compiled program (grid, spacing, time step, boundary, gauge mode, dtype) is a
+frozen, hashable dataclass passed as a static argument; everything a prior may sample is a pytree
+of arrays that ``jax.vmap`` can batch without recompiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Boundary = Literal["periodic", "open"]
+Gauge = Literal["dynamic", "frozen"]
+DType = Literal["float32", "float64"]
+
+_BOUNDARIES = ("periodic", "open")
+_GAUGES = ("dynamic", "frozen")
+_DTYPES = ("float32", "float64")
+
+
+class TDGLConfigError(ValueError):
+    """A numerical option or a parameter set the solver cannot run."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TDGLConfig:
+    r"""Numerical options of the TDGL solver (static, hashable, checked at construction).
+
+    Args:
+        shape: Grid size ``(nx, ny)`` in sites; each at least 4.
+        h: Lattice spacing :math:`h` (length units of the GL equations, :math:`\xi`-scale).
+        dt: Explicit Euler time step. Stable only for
+            :math:`dt \le \Gamma_a h^2/(4K_a)` and (dynamic gauge) :math:`dt \le \sigma e^2 h^2/4`;
+            checked against the parameters in :func:`check_params`.
+        steps: Number of time steps of the quench (``steps * dt`` is the snapshot time).
+        components: 1 (single-band GL, for textbook checks) or 2 (two-band).
+        boundary: ``"periodic"`` (a torus carrying an integer number of flux quanta),
+            ``"open"`` (a sample in applied field :math:`H`), or a pair ``(bx, by)`` per axis,
+            e.g. ``("open", "periodic")`` for a slab infinite along y.
+        gauge: ``"dynamic"`` evolves the vector potential (finite :math:`\lambda`);
+            ``"frozen"`` keeps it at the applied field (:math:`\lambda=\infty`, the seed's model).
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
+        thermal: Draw Langevin noise each step (amplitude set by the traced temperature ``T``).
+            ``False`` removes the random-number cost for deterministic ``T = 0`` runs.
+        init_noise: Amplitude of the complex Gaussian seed of the normal state, relative to 1.
+    """
+
+    shape: tuple[int, int] = (64, 64)
+    h: float = 0.5
+    dt: float = 0.1
+    steps: int = 2000
+    components: int = 2
+    boundary: Boundary | tuple[Boundary, Boundary] = "periodic"
+    gauge: Gauge = "dynamic"
+    dtype: DType = "float32"
+    thermal: bool = True
+    init_noise: float = 0.01
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape)
+        if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) for n in shape):
+            raise TDGLConfigError(f"shape must be two integers (nx, ny), got {self.shape!r}")
+        if min(shape) < 4:
+            raise TDGLConfigError(f"shape={shape}: each side must be >= 4 sites")
+        object.__setattr__(self, "shape", (int(shape[0]), int(shape[1])))
+        if not (math.isfinite(self.h) and self.h > 0):
+            raise TDGLConfigError(f"h={self.h!r}: the lattice spacing must be finite and > 0")
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise TDGLConfigError(f"dt={self.dt!r}: the time step must be finite and > 0")
+        if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
+            raise TDGLConfigError(f"steps={self.steps!r}: must be an integer >= 0")
+        if self.components not in (1, 2):
+            raise TDGLConfigError(f"components={self.components!r}: allowed values are 1 and 2")
+        bnd = (self.boundary, self.boundary) if isinstance(self.boundary, str) else tuple(self.boundary)
+        if len(bnd) != 2 or any(b not in _BOUNDARIES for b in bnd):
+            raise TDGLConfigError(
+                f"boundary={self.boundary!r}: allowed are {_BOUNDARIES} or a pair of them per axis"
+            )
+        object.__setattr__(self, "boundary", bnd[0] if bnd[0] == bnd[1] else bnd)
+        if self.gauge not in _GAUGES:
+            raise TDGLConfigError(f"gauge={self.gauge!r}: allowed values are {_GAUGES}")
+        if self.dtype not in _DTYPES:
+            raise TDGLConfigError(f"dtype={self.dtype!r}: allowed values are {_DTYPES}")
+        if not (math.isfinite(self.init_noise) and self.init_noise > 0):
+            raise TDGLConfigError(f"init_noise={self.init_noise!r}: must be finite and > 0")
+
+    @property
+    def axes_boundary(self) -> tuple[Boundary, Boundary]:
+        """Boundary per axis ``(x, y)``."""
+        b = self.boundary
+        return (b, b) if isinstance(b, str) else b  # type: ignore[return-value]
+
+    @property
+    def torus(self) -> bool:
+        """True when both axes are periodic (flux is quantised, Nφ = round(B Lx Ly / 2π))."""
+        return self.axes_boundary == ("periodic", "periodic")
+
+    @property
+    def real_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def complex_dtype(self) -> jnp.dtype:
+        return jnp.dtype("complex64" if self.dtype == "float32" else "complex128")
+
+    @property
+    def t_final(self) -> float:
+        """Snapshot time ``steps * dt``."""
+        return self.steps * self.dt
+
+    def replace(self, **changes: object) -> TDGLConfig:
+        """A copy with some fields changed (re-checked)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary; ``TDGLConfig(**d)`` rebuilds the same config."""
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        if not isinstance(self.boundary, str):
+            d["boundary"] = list(self.boundary)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> TDGLConfig:
+        d = dict(d)
+        d["shape"] = tuple(d["shape"])  # type: ignore[arg-type]
+        if not isinstance(d.get("boundary", "periodic"), str):
+            d["boundary"] = tuple(d["boundary"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+
+SCALAR_FIELDS = ("eta", "nu", "e", "sigma", "T", "field")
+COMPONENT_FIELDS = ("K", "alpha", "beta", "gamma")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TDGLParams:
+    r"""Physical parameters (a pytree of arrays; batch them with a leading axis for ``jax.vmap``).
+
+    Free energy (dimensionless, flux quantum :math:`2\pi`):
+
+    .. math::
+        F = \int \sum_a \big[K_a|(\nabla - iA)\psi_a|^2 + \alpha_a|\psi_a|^2
+            + \tfrac12\beta_a|\psi_a|^4\big] - \eta(\psi_1^*\psi_2 + c.c.)
+            + \nu|\psi_1|^2|\psi_2|^2 + \frac{1}{2e^2}(\nabla\times A - H)^2
+
+    Attributes:
+        K: Gradient coefficients :math:`K_a`, shape ``(..., components)``.
+        alpha: :math:`\alpha_a` (negative: the band is superconducting on its own).
+        beta: :math:`\beta_a > 0`.
+        gamma: Order-parameter relaxation constants :math:`\Gamma_a` (do not change equilibria).
+        eta: Josephson coupling :math:`\eta` (:math:`\eta_{CBS} = 2\eta`); ignored for 1 component.
+        nu: Density–density coupling :math:`\nu`; ignored for 1 component.
+        e: Charge :math:`e` (sets :math:`\lambda`); the magnetic energy is :math:`(B-H)^2/2e^2`.
+        sigma: Normal conductivity :math:`\sigma` of the :math:`\partial_t A` equation.
+        T: Temperature of the Langevin noise (0: deterministic relaxation).
+        field: Applied field :math:`H` (open) or mean induction :math:`B` (torus, rounded to
+            :math:`N_\phi = \mathrm{round}(B L_x L_y / 2\pi)` flux quanta).
+    """
+
+    K: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+    gamma: jax.Array
+    eta: jax.Array
+    nu: jax.Array
+    e: jax.Array
+    sigma: jax.Array
+    T: jax.Array
+    field: jax.Array
+
+    @property
+    def components(self) -> int:
+        return int(np.shape(self.K)[-1])
+
+    def replace(self, **changes: object) -> TDGLParams:
+        """A copy with fields changed. Per-component names ``K1``, ``alpha2``, ... set one entry."""
+        plain: dict[str, object] = {}
+        for name, value in changes.items():
+            if name in SCALAR_FIELDS or name in COMPONENT_FIELDS:
+                plain[name] = value
+                continue
+            base, idx = _split_component_name(name)
+            arr = jnp.asarray(plain.get(base, getattr(self, base)))
+            plain[base] = arr.at[..., idx].set(value)
+        return dataclasses.replace(self, **plain)  # type: ignore[arg-type]
+
+    def get(self, name: str) -> jax.Array:
+        """Value of a scalar field or a per-component entry such as ``"alpha2"``."""
+        if name in SCALAR_FIELDS or name in COMPONENT_FIELDS:
+            return getattr(self, name)
+        base, idx = _split_component_name(name)
+        return jnp.asarray(getattr(self, base))[..., idx]
+
+    def astype(self, dtype: jnp.dtype | str) -> TDGLParams:
+        """All leaves as arrays of ``dtype``."""
+        return jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype=dtype), self)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary of plain numbers/lists."""
+        return {f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> TDGLParams:
+        return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})  # type: ignore[arg-type]
+
+
+PARAM_NAMES = SCALAR_FIELDS + tuple(f"{b}{i}" for b in COMPONENT_FIELDS for i in (1, 2))
+
+
+def _split_component_name(name: str) -> tuple[str, int]:
+    for base in COMPONENT_FIELDS:
+        if name.startswith(base) and name[len(base) :] in ("1", "2"):
+            return base, int(name[len(base) :]) - 1
+    raise KeyError(f"unknown parameter name {name!r}; known names: {', '.join(PARAM_NAMES)}")
+
+
+def flux_quanta(field: jax.Array | float, cfg: TDGLConfig) -> jax.Array:
+    r"""Number of flux quanta on the torus, :math:`N_\phi = \mathrm{round}(B\,L_x L_y / 2\pi)`."""
+    nx, ny = cfg.shape
+    area = nx * ny * cfg.h**2
+    return jnp.round(jnp.asarray(field) * area / (2 * jnp.pi))
+
+
+def _concrete(tree: object) -> dict[str, np.ndarray] | None:
+    """Leaves as numpy arrays, or None when any leaf is a tracer (inside jit/vmap)."""
+    try:
+        return {f.name: np.asarray(getattr(tree, f.name), dtype=np.float64) for f in dataclasses.fields(tree)}  # type: ignore[arg-type]
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
+    r"""Refuse parameters the solver cannot run, naming the bad value and the allowed range.
+
+    Works on a single parameter set or a batch (leading axes). Does nothing on traced values
+    (inside ``jit``/``vmap``), where the caller's eager entry point has already checked.
+
+    Raises:
+        TDGLConfigError: (a ``ValueError``) for NaN/inf, non-positive K, β, Γ, e, σ, negative T,
+            a component axis that does not match ``cfg.components``, an explicit Euler step above
+            :math:`\min(\Gamma_a h^2/4K_a,\ \sigma e^2 h^2/4)`, or a torus field with
+            :math:`N_\phi = 0`.
+    """
+    v = _concrete(params)
+    if v is None:
+        return
+    C = cfg.components
+    for name in COMPONENT_FIELDS:
+        if v[name].ndim < 1 or v[name].shape[-1] != C:
+            raise TDGLConfigError(
+                f"params.{name} has shape {v[name].shape}; expected (..., {C}) for components={C}"
+            )
+    batch = np.broadcast_shapes(*(v[n].shape[:-1] for n in COMPONENT_FIELDS), *(v[n].shape for n in SCALAR_FIELDS))
+    del batch  # only to raise on incompatible batch shapes
+    for name, arr in v.items():
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise TDGLConfigError(f"params.{name} contains non-finite values ({arr[bad].ravel()[:3]}); all must be finite")
+    for name in ("K", "beta", "gamma", "e", "sigma"):
+        if (v[name] <= 0).any():
+            raise TDGLConfigError(f"params.{name}={v[name].min():g}: must be > 0")
+    if (v["T"] < 0).any():
+        raise TDGLConfigError(f"params.T={v['T'].min():g}: the temperature must be >= 0")
+    h, dt = cfg.h, cfg.dt
+    bound_psi = float(np.min(v["gamma"] * h**2 / (4 * v["K"])))
+    if dt > bound_psi:
+        raise TDGLConfigError(
+            f"dt={dt:g} exceeds the explicit-Euler bound for psi, dt <= min Γ h²/(4K) = {bound_psi:.4g}"
+        )
+    if cfg.gauge == "dynamic":
+        bound_a = float(np.min(v["sigma"] * v["e"] ** 2 * h**2 / 4))
+        if dt > bound_a:
+            raise TDGLConfigError(
+                f"dt={dt:g} exceeds the explicit-Euler bound for A, dt <= σ e² h²/4 = {bound_a:.4g}; "
+                "raise sigma (it does not change equilibria) or lower dt"
+            )
+    if cfg.torus:
+        n_phi = np.asarray(flux_quanta(v["field"], cfg))
+        if (n_phi == 0).any():
+            nx, ny = cfg.shape
+            bmin = 2 * np.pi / (nx * ny * h**2)
+            bad = v["field"][n_phi == 0].ravel()[0]
+            raise TDGLConfigError(
+                f"field={bad:g} gives N_phi = 0 flux quanta on the {nx}x{ny} torus (h={h:g}); "
+                f"|field| must be >= {bmin / 2:.4g} (one quantum is B = {bmin:.4g})"
+            )

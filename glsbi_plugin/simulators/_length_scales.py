@@ -1,0 +1,203 @@
+r"""Ground state, length scales, Hc2 and the type-I / 1.5 / II classification.
+
+Ground state: amplitudes :math:`(u_1, u_2)` minimise
+:math:`V(\rho_1,\rho_2) = \sum_a(\alpha_a\rho_a^2 + \tfrac12\beta_a\rho_a^4) - 2|\eta|\rho_1\rho_2
++ \nu\rho_1^2\rho_2^2` (phases locked at 0 for η > 0, at π for η < 0).
+
+Masses: photon :math:`m_A = e\,(2K_1u_1^2 + 2K_2u_2^2)^{1/2}`, :math:`\lambda = 1/m_A`; density modes
+:math:`m_\pm^2` = eigenvalues of :math:`\mathrm{diag}(2K_a)^{-1}\,\mathrm{Hess}\,V(u_1,u_2)`,
+:math:`\xi_\pm = \sqrt2/m_\pm`. Type-1.5 when :math:`m_- < m_A < m_+`, type-II when
+:math:`m_A < m_-`, type-I when :math:`m_A > m_+` (Carlström, Babaev, Speight, PRB 83, 174509).
+
+Upper critical field: the largest B with :math:`(\alpha_1 + K_1B)(\alpha_2 + K_2B) = \eta^2`
+(one component: :math:`H_{c2} = |\alpha|/K`). On the lattice the lowest Landau level sits at
+:math:`\varepsilon(B) = B - B^2h^2/8 + O(h^4)` instead of B, so
+:math:`H_{c2,lat} = (4/h^2)(1 - \sqrt{1 - H_{c2}h^2/2})`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._config import TDGLParams
+
+Regime = Literal["type-I", "type-1.5", "type-II", "normal"]
+
+
+def ground_state(params: TDGLParams, iterations: int = 60) -> jax.Array:
+    r"""Ground-state amplitudes :math:`u_a \ge 0`, shape ``(..., components)`` (JAX, jit/vmap-safe).
+
+    Damped Newton iteration on :math:`\nabla V = 0` started above the minimum, where V is
+    convex, projected on :math:`\rho \ge 0`."""
+    alpha = jnp.asarray(params.alpha)
+    beta = jnp.asarray(params.beta)
+    if alpha.shape[-1] == 1:
+        return jnp.sqrt(jnp.maximum(-alpha, 0.0) / beta)
+    eta = jnp.abs(jnp.asarray(params.eta))
+    nu = jnp.asarray(params.nu)
+    a1, a2 = alpha[..., 0], alpha[..., 1]
+    b1, b2 = beta[..., 0], beta[..., 1]
+    scale = jnp.abs(a1) + jnp.abs(a2) + eta + jnp.abs(nu) + 1e-12
+    r1 = jnp.sqrt(2 * scale / b1)
+    r2 = jnp.sqrt(2 * scale / b2)
+
+    def newton(carry: tuple[jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, jax.Array], None]:
+        r1, r2 = carry
+        g1 = 2 * a1 * r1 + 2 * b1 * r1**3 - 2 * eta * r2 + 2 * nu * r1 * r2**2
+        g2 = 2 * a2 * r2 + 2 * b2 * r2**3 - 2 * eta * r1 + 2 * nu * r2 * r1**2
+        h11 = 2 * a1 + 6 * b1 * r1**2 + 2 * nu * r2**2
+        h22 = 2 * a2 + 6 * b2 * r2**2 + 2 * nu * r1**2
+        h12 = -2 * eta + 4 * nu * r1 * r2
+        det = h11 * h22 - h12**2
+        ok = (det > 0) & (h11 > 0)
+        s1 = jnp.where(ok, (h22 * g1 - h12 * g2) / jnp.where(ok, det, 1.0), g1 / (jnp.abs(h11) + scale))
+        s2 = jnp.where(ok, (h11 * g2 - h12 * g1) / jnp.where(ok, det, 1.0), g2 / (jnp.abs(h22) + scale))
+        return (jnp.maximum(r1 - s1, 0.0), jnp.maximum(r2 - s2, 0.0)), None
+
+    (r1, r2), _ = jax.lax.scan(newton, (r1, r2), None, length=iterations)
+    return jnp.stack([r1, r2], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthScales:
+    """Length scales and regime of one parameter set (plain floats).
+
+    Attributes:
+        u: Ground-state amplitudes :math:`u_a`.
+        m_A: Photon mass; ``lam`` = 1/m_A is the penetration depth λ.
+        m_minus, m_plus: Density-mode masses; ``xi_minus``, ``xi_plus`` = √2/m (ξ_- > ξ_+).
+        hc2: Continuum upper critical field; ``hc2_lattice(h)`` gives the lattice value.
+        weak_band_field: :math:`\\min_a|\\alpha_a|/K_a`, the field scale above which the weaker band
+            vanishes (η = 0) or is only induced.
+        regime: ``"type-I"``, ``"type-1.5"``, ``"type-II"`` or ``"normal"`` (no condensate).
+    """
+
+    u: tuple[float, ...]
+    m_A: float
+    m_minus: float
+    m_plus: float
+    hc2: float
+    weak_band_field: float
+    regime: Regime
+
+    @property
+    def lam(self) -> float:
+        return 1.0 / self.m_A
+
+    @property
+    def xi_minus(self) -> float:
+        return float(np.sqrt(2) / self.m_minus)
+
+    @property
+    def xi_plus(self) -> float:
+        return float(np.sqrt(2) / self.m_plus)
+
+    @property
+    def kappa(self) -> float:
+        """GL parameter :math:`\\kappa = \\lambda/\\xi_-` (1/√2 at the type-I/II boundary of one band)."""
+        return float(self.lam / self.xi_minus)
+
+    def hc2_lattice(self, h: float) -> float:
+        """Lattice upper critical field for spacing ``h`` (module docstring)."""
+        return hc2_lattice(self.hc2, h)
+
+    def as_dict(self) -> dict[str, object]:
+        d = dataclasses.asdict(self)
+        d.update(lam=self.lam, xi_minus=self.xi_minus, xi_plus=self.xi_plus)
+        return d
+
+
+def hc2_lattice(hc2: float, h: float) -> float:
+    r"""Field at which the lattice's lowest Landau level :math:`B - B^2h^2/8` equals ``hc2``."""
+    x = hc2 * h**2 / 2
+    if x >= 1:
+        return float("inf")
+    return float(4 / h**2 * (1 - np.sqrt(1 - x)))
+
+
+def length_scales(params: TDGLParams) -> LengthScales:
+    r"""λ, the two density-mode lengths, Hc2 and the regime of a single (unbatched) parameter set.
+
+    Example:
+        >>> from glsbi_plugin.simulators import presets, length_scales
+        >>> ls = length_scales(presets.type15(eta=0.0, field=0.05))
+        >>> ls.regime, round(ls.lam, 3)
+        ('type-1.5', 1.01)
+    """
+    K = np.asarray(params.K, np.float64)
+    alpha = np.asarray(params.alpha, np.float64)
+    beta = np.asarray(params.beta, np.float64)
+    if K.ndim != 1:
+        raise ValueError(f"length_scales takes one parameter set; K has shape {K.shape}, expected (components,)")
+    e = float(params.e)
+    eta = float(params.eta) if K.size == 2 else 0.0
+    nu = float(params.nu) if K.size == 2 else 0.0
+    u = _polish(np.asarray(ground_state(params), np.float64), alpha, beta, eta, nu)
+    m_a = e * float(np.sqrt(np.sum(2 * K * u**2)))
+    if K.size == 1:
+        hess = np.array([[2 * alpha[0] + 6 * beta[0] * u[0] ** 2]])
+    else:
+        hess = np.array(
+            [
+                [2 * alpha[0] + 6 * beta[0] * u[0] ** 2 + 2 * nu * u[1] ** 2, -2 * abs(eta) + 4 * nu * u[0] * u[1]],
+                [-2 * abs(eta) + 4 * nu * u[0] * u[1], 2 * alpha[1] + 6 * beta[1] * u[1] ** 2 + 2 * nu * u[0] ** 2],
+            ]
+        )
+    # eigenvalues of diag(2K)^-1 H equal those of the symmetric D^-1/2 H D^-1/2
+    d = 1 / np.sqrt(2 * K)
+    m2 = np.linalg.eigvalsh(d[:, None] * hess * d[None, :])
+    m2 = np.clip(m2, 0.0, None)
+    m_minus, m_plus = float(np.sqrt(m2[0])), float(np.sqrt(m2[-1]))
+    hc2 = _hc2(K, alpha, eta)
+    weak = float(np.min(np.abs(alpha) / K))
+    if m_a == 0:
+        regime: Regime = "normal"
+    elif m_a > m_plus:
+        regime = "type-I"
+    elif m_a > m_minus:
+        regime = "type-1.5"
+    else:
+        regime = "type-II"
+    return LengthScales(tuple(float(x) for x in u), m_a, m_minus, m_plus, hc2, weak, regime)
+
+
+def _polish(u: np.ndarray, alpha: np.ndarray, beta: np.ndarray, eta: float, nu: float) -> np.ndarray:
+    """A few float64 Newton steps on the JAX estimate (exact to round-off for the helper)."""
+    if u.size == 1:
+        return u
+    r = u.copy()
+    e = abs(eta)
+    for _ in range(20):
+        g = np.array(
+            [
+                2 * alpha[0] * r[0] + 2 * beta[0] * r[0] ** 3 - 2 * e * r[1] + 2 * nu * r[0] * r[1] ** 2,
+                2 * alpha[1] * r[1] + 2 * beta[1] * r[1] ** 3 - 2 * e * r[0] + 2 * nu * r[1] * r[0] ** 2,
+            ]
+        )
+        hm = np.array(
+            [
+                [2 * alpha[0] + 6 * beta[0] * r[0] ** 2 + 2 * nu * r[1] ** 2, -2 * e + 4 * nu * r[0] * r[1]],
+                [-2 * e + 4 * nu * r[0] * r[1], 2 * alpha[1] + 6 * beta[1] * r[1] ** 2 + 2 * nu * r[0] ** 2],
+            ]
+        )
+        if np.linalg.det(hm) <= 0 or np.all(r == 0):
+            break
+        r = np.maximum(r - np.linalg.solve(hm, g), 0.0)
+    return r
+
+
+def _hc2(K: np.ndarray, alpha: np.ndarray, eta: float) -> float:
+    if K.size == 1:
+        return float(max(-alpha[0], 0.0) / K[0])
+    # (alpha1 + K1 B)(alpha2 + K2 B) - eta^2 = 0: a quadratic in B; take the largest real root
+    a = K[0] * K[1]
+    b = alpha[0] * K[1] + alpha[1] * K[0]
+    c = alpha[0] * alpha[1] - eta**2
+    disc = b * b - 4 * a * c
+    root = (-b + np.sqrt(max(disc, 0.0))) / (2 * a)
+    return float(max(root, 0.0))
