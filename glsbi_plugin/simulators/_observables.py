@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._config import TDGLConfig, TDGLParams
-from ._lattice import X, Y, State, geometry, link_variables, theta
+from ._lattice import State, X, Y, geometry, link_variables, theta
 from ._length_scales import ground_state
 
 CHANNELS = ("rho1", "rho2", "bz", "winding1", "winding2")

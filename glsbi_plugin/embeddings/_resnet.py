@@ -1,0 +1,299 @@
+r"""A small residual CNN with global average pooling, invariant to circular shifts of its input.
+
+The vortex images come from a simulation on a torus (periodic boundaries), so a configuration and
+any of its circular shifts (``torch.roll`` along H or W) are the same physical state. With circular
+padding, stride 1 everywhere and a global average over pixels, every layer before the pooling is
+*equivariant* to circular shifts and the pooling turns that into exact *invariance*: the summary
+statistics, and hence the inferred posterior, do not depend on where the lattice happens to sit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["EmbeddingConfig", "ResNetGAP"]
+
+PaddingMode = Literal["circular", "zeros", "reflect"]
+Activation = Literal["gelu", "relu", "silu", "elu", "tanh"]
+
+_PADDING_MODES: tuple[str, ...] = ("circular", "zeros", "reflect")
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+}
+_MAX_GROUPS = 8
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmbeddingConfig:
+    r"""Options of :class:`ResNetGAP` (frozen, hashable, JSON round-trippable, checked at construction).
+
+    Args:
+        features: Size of the output summary vector; an integer >= 1.
+        widths: Channels of each stage; a non-empty sequence of integers >= 1 (stored as a tuple).
+        blocks_per_stage: Residual blocks per stage; an integer >= 1.
+        padding_mode: ``"circular"`` (the torus; exact shift invariance), ``"zeros"`` or
+            ``"reflect"`` (open samples; no exact invariance).
+        activation: One of ``"gelu"``, ``"relu"``, ``"silu"``, ``"elu"``, ``"tanh"``.
+        downsample: Halve the resolution (stride-2 convolution) at the start of every stage but the
+            first. Cheaper, but only ``False`` gives exact invariance to *all* circular shifts:
+            with ``True`` the output is invariant only to shifts by multiples of
+            ``2 ** (len(widths) - 1)`` pixels.
+
+    Raises:
+        ValueError: If a value is outside its allowed range.
+    """
+
+    features: int = 32
+    widths: tuple[int, ...] = (16, 32, 64)
+    blocks_per_stage: int = 1
+    padding_mode: PaddingMode = "circular"
+    activation: Activation = "gelu"
+    downsample: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.features) or self.features < 1:
+            raise ValueError(f"features={self.features!r}: must be an integer >= 1")
+        if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, Sequence):
+            raise ValueError(f"widths={self.widths!r}: must be a non-empty sequence of integers >= 1")
+        widths = tuple(self.widths)
+        if not widths or not all(_is_int(w) and w >= 1 for w in widths):
+            raise ValueError(f"widths={self.widths!r}: must be a non-empty sequence of integers >= 1")
+        object.__setattr__(self, "widths", widths)
+        if not _is_int(self.blocks_per_stage) or self.blocks_per_stage < 1:
+            raise ValueError(f"blocks_per_stage={self.blocks_per_stage!r}: must be an integer >= 1")
+        if self.padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode={self.padding_mode!r}: allowed values are {_PADDING_MODES}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}: allowed values are {tuple(_ACTIVATIONS)}")
+        if not isinstance(self.downsample, bool):
+            raise ValueError(f"downsample={self.downsample!r}: must be True or False")
+
+    @property
+    def shift_invariant(self) -> bool:
+        """Whether the network is exactly invariant to every circular shift of its input."""
+        return self.padding_mode == "circular" and not self.downsample
+
+    def build(self, in_channels: int) -> ResNetGAP:
+        """Builds a freshly initialised network with these options.
+
+        Args:
+            in_channels: Number of image channels ``C``.
+
+        Returns:
+            The embedding network.
+        """
+        return ResNetGAP(in_channels, **dataclasses.asdict(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the options as a JSON-serialisable dict (``widths`` as a list)."""
+        data = dataclasses.asdict(self)
+        data["widths"] = list(self.widths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EmbeddingConfig:
+        """Inverse of :meth:`to_dict`; missing keys take their defaults.
+
+        Args:
+            data: Mapping of option names to values, e.g. parsed from JSON.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: If ``data`` has unknown keys or a value is outside its allowed range.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EmbeddingConfig keys {unknown}; allowed keys are {sorted(known)}")
+        return cls(**data)
+
+
+def _group_norm(width: int) -> nn.GroupNorm:
+    # GroupNorm, not BatchNorm: its statistics are per sample, so the embedding of an image does
+    # not depend on the rest of the batch. sbi's ratio estimators (NRE-A/B/C, BNRE) evaluate x in
+    # varying batch compositions (contrastive atoms, repeated x), and BatchNorm would also make
+    # train() and eval() differ. Mean and variance over pixels are unchanged by a circular shift.
+    groups = max(g for g in range(1, min(_MAX_GROUPS, width) + 1) if width % g == 0)
+    return nn.GroupNorm(groups, width)
+
+
+def _conv3x3(in_width: int, out_width: int, stride: int, padding_mode: str) -> nn.Conv2d:
+    # No bias: the GroupNorm that follows has its own.
+    return nn.Conv2d(in_width, out_width, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=False)
+
+
+class _ResidualBlock(nn.Module):
+    """``act(norm(conv(act(norm(conv(x))))) + skip(x))``; ``skip`` is a 1x1 conv if the shape changes."""
+
+    def __init__(self, in_width: int, out_width: int, *, stride: int, padding_mode: str, activation: str) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_width, out_width, stride, padding_mode)
+        self.norm1 = _group_norm(out_width)
+        self.conv2 = _conv3x3(out_width, out_width, 1, padding_mode)
+        self.norm2 = _group_norm(out_width)
+        self.act = _ACTIVATIONS[activation]()
+        if in_width != out_width or stride != 1:
+            self.skip: nn.Module = nn.Conv2d(in_width, out_width, 1, stride=stride, bias=False)
+        else:
+            self.skip = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return self.act(h + self.skip(x))
+
+
+class ResNetGAP(nn.Module):
+    r"""Residual CNN + global average pooling + MLP head: ``(batch, C, H, W) -> (batch, features)``.
+
+    Accepts any image size (no layer depends on H or W). With the defaults (circular padding, no
+    downsampling) the output is exactly invariant, up to float rounding, to circular shifts of the
+    input along H and W. All layers are built eagerly, so ``state_dict()`` loads into a fresh
+    instance built with the same arguments.
+
+    Inputs are first standardised per channel with the buffers ``x_mean`` and ``x_std`` (0 and 1
+    until :meth:`fit_standardization` is called; they are saved in the ``state_dict``). Use this
+    instead of sbi's ``z_score_x``, and pass ``z_score_x="none"`` to sbi: ``"independent"``
+    standardises each pixel separately (not shift invariant) and ``"structured"`` takes the std
+    over dim 1, the channels: NaN for one-channel ``(n, 1, H, W)`` images (sbi then fails an
+    assertion) and a mix of channels otherwise.
+
+    Example:
+        >>> net = ResNetGAP(2).fit_standardization(x_train)
+        >>> builder = classifier_nn("mlp", z_score_x="none", embedding_net_x=net)
+
+    Args:
+        in_channels: Number of image channels ``C``; an integer >= 1.
+        features: Size of the output summary vector.
+        widths: Channels of each stage.
+        blocks_per_stage: Residual blocks per stage.
+        padding_mode: ``"circular"`` (periodic images), ``"zeros"`` or ``"reflect"``.
+        activation: Name of the non-linearity, e.g. ``"gelu"`` or ``"relu"``.
+        downsample: Stride-2 at the start of every stage but the first; see :class:`EmbeddingConfig`.
+
+    Raises:
+        ValueError: If an option is outside its allowed range (see :class:`EmbeddingConfig`).
+    """
+
+    x_mean: Tensor
+    x_std: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        features: int = 32,
+        widths: tuple[int, ...] = (16, 32, 64),
+        blocks_per_stage: int = 1,
+        padding_mode: PaddingMode = "circular",
+        activation: Activation = "gelu",
+        downsample: bool = False,
+    ) -> None:
+        super().__init__()
+        if not _is_int(in_channels) or in_channels < 1:
+            raise ValueError(f"in_channels={in_channels!r}: must be an integer >= 1")
+        self.in_channels = in_channels
+        self.config = EmbeddingConfig(
+            features=features,
+            widths=widths,  # any sequence; stored as a tuple
+            blocks_per_stage=blocks_per_stage,
+            padding_mode=padding_mode,
+            activation=activation,
+            downsample=downsample,
+        )
+        cfg = self.config
+        self.register_buffer("x_mean", torch.zeros(in_channels))
+        self.register_buffer("x_std", torch.ones(in_channels))
+
+        layers: list[nn.Module] = [
+            _conv3x3(in_channels, cfg.widths[0], 1, cfg.padding_mode),
+            _group_norm(cfg.widths[0]),
+            _ACTIVATIONS[cfg.activation](),
+        ]
+        width = cfg.widths[0]
+        for stage, out_width in enumerate(cfg.widths):
+            for block in range(cfg.blocks_per_stage):
+                stride = 2 if cfg.downsample and stage > 0 and block == 0 else 1
+                layers.append(
+                    _ResidualBlock(
+                        width, out_width, stride=stride, padding_mode=cfg.padding_mode, activation=cfg.activation
+                    )
+                )
+                width = out_width
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Linear(width, width),
+            _ACTIVATIONS[cfg.activation](),
+            nn.Linear(width, cfg.features),
+        )
+
+    @classmethod
+    def from_config(cls, in_channels: int, config: EmbeddingConfig) -> ResNetGAP:
+        """Same as ``config.build(in_channels)``."""
+        return config.build(in_channels)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected images of shape (batch, C, H, W) with C={self.in_channels}, got shape {tuple(x.shape)}"
+            )
+
+    @torch.no_grad()
+    def fit_standardization(self, x: Tensor, *, min_std: float = 1e-7) -> ResNetGAP:
+        """Sets ``x_mean``/``x_std`` to the per-channel mean and std of a batch of training images.
+
+        Statistics are taken over the batch and all pixels, so they preserve shift invariance.
+        Images with non-finite values are left out, as sbi does for its own z-scoring.
+
+        Args:
+            x: Training images of shape ``(batch, C, H, W)``.
+            min_std: Lower bound on the std (a constant channel would otherwise divide by zero).
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            ValueError: If ``x`` has the wrong shape or no image is entirely finite.
+        """
+        self._check_input(x)
+        finite = torch.isfinite(x).flatten(1).all(dim=1)
+        if not bool(finite.any()):
+            raise ValueError(f"fit_standardization: none of the {x.shape[0]} images is entirely finite")
+        x = x[finite].to(torch.float64)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)) if x[:, 0].numel() > 1 else torch.ones_like(mean)
+        std = torch.where(std > min_std, std, torch.full_like(std, min_std))  # also replaces NaN
+        self.x_mean.copy_(mean)
+        self.x_std.copy_(std)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embeds a batch of images.
+
+        Args:
+            x: Images of shape ``(batch, C, H, W)``.
+
+        Returns:
+            Summary vectors of shape ``(batch, features)``.
+
+        Raises:
+            ValueError: If ``x`` is not 4-D or has a channel count other than ``in_channels``.
+        """
+        self._check_input(x)
+        x = (x - self.x_mean[:, None, None]) / self.x_std[:, None, None]
+        return self.head(self.trunk(x).mean(dim=(-2, -1)))
