@@ -7,6 +7,7 @@ without PyTorch installed.
 
 from __future__ import annotations
 
+import functools
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -18,13 +19,32 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "TDGLSimulator": "._simulator",
+    "make_simulator": "._simulator",
+    "make_prior": "._simulator",
+    "ResNetGAP": ".embeddings",
+    "EmbeddingConfig": ".embeddings",
+    "to_jax": ".bridge",
+    "to_torch": ".bridge",
+    "torch_function": ".bridge",
+}
+_DEFAULTS = ("simulator", "prior")
 
 
 def __getattr__(name: str) -> Any:
+    """Lazy public names; ``simulator`` and ``prior`` are the defaults (θ = (η, B))."""
     if name in _LAZY:
         return getattr(import_module(_LAZY[name], __name__), name)
+    if name in _DEFAULTS:
+        return _default(name)
     raise AttributeError(f"module 'glsbi_plugin' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_LAZY]
+@functools.cache
+def _default(name: str) -> Any:
+    sim = import_module("._simulator", __name__)
+    return sim.make_simulator() if name == "simulator" else sim.make_prior()
+
+
+__all__ = ["__version__", *_LAZY, *_DEFAULTS]

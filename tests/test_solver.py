@@ -100,7 +100,7 @@ def test_bad_params_are_refused_with_the_bound():
     with pytest.raises(TDGLConfigError, match=r"dt=0.2 exceeds .*psi.*0\.125"):
         simulate(presets.type15(field=0.4), jax.random.key(0), cfg)
     cfg = TDGLConfig(shape=(16, 16), steps=1, dt=0.1)
-    with pytest.raises(TDGLConfigError, match=r"bound for A, dt <= σ e² h²/4 = 0\.0306"):
+    with pytest.raises(TDGLConfigError, match=r"bound for A, dt <= σ e² h²/4 = 0\.01266"):
         simulate(presets.type15(field=0.4, sigma=1.0), jax.random.key(0), cfg)
     with pytest.raises(TDGLConfigError, match="params.eta contains non-finite"):
         simulate(presets.type15(eta=float("nan"), field=0.4), jax.random.key(0), cfg)

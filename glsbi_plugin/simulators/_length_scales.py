@@ -127,7 +127,7 @@ def length_scales(params: TDGLParams) -> LengthScales:
         >>> from glsbi_plugin.simulators import presets, length_scales
         >>> ls = length_scales(presets.type15(eta=0.0, field=0.05))
         >>> ls.regime, round(ls.lam, 3)
-        ('type-1.5', 1.01)
+        ('type-1.5', 1.571)
     """
     K = np.asarray(params.K, np.float64)
     alpha = np.asarray(params.alpha, np.float64)

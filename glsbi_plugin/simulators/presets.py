@@ -5,13 +5,15 @@ r"""Parameter presets.
 ====================  =====================================================================
 strong band           α₁ = −1, β₁ = 1 (u₁ = 1, ξ₁ = √2/2 at η = 0)
 weak band             α₂ = −1/16, β₂ = 1/16 (u₂ = 1, ξ₂ = 2√2; field scale |α₂|/K₂ = 1/8)
-charge                e = 0.7 (λ ≈ 1.0 at η = 0): type-1.5 at small η, type-II at large η
-dynamics              Γ = 1, σ = 4 (explicit Euler stable up to dt = 0.1225 at h = 0.5)
+charge                e = 0.45 (λ = 1.57 at η = 0): type-1.5 for η < 0.09, type-II above
+dynamics              Γ = 1, σ = 10 (explicit Euler stable up to dt = 0.1266 at h = 0.5)
 noise                 T = 0.001
 ====================  =====================================================================
 
 ``python -m glsbi_plugin.simulators --regimes`` prints the regime table across the η prior; the
-README quotes it. ``single_component``: textbook one-band GL for the physics checks.
+README quotes it. At e = 0.7 (the other checked point) every η in [0, 0.5] is type-1.5; at
+e = 0.45 the prior η ∈ [0, 0.3] crosses from clusters to a lattice, so η shows in the images.
+``single_component``: textbook one-band GL for the physics checks.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ def type15(
     field: float = 0.08,
     *,
     nu: float = 0.0,
-    e: float = 0.7,
+    e: float = 0.45,
     K: tuple[float, float] = (0.5, 0.5),
     alpha: tuple[float, float] = (-1.0, -0.0625),
     beta: tuple[float, float] = (1.0, 0.0625),
     gamma: tuple[float, float] = (1.0, 1.0),
-    sigma: float = 4.0,
+    sigma: float = 10.0,
     T: float = 0.001,
 ) -> TDGLParams:
     """Two-band parameters around the checked type-1.5 starting point (module docstring)."""

@@ -1,0 +1,303 @@
+r"""The sbi-facing simulator and prior: θ (torch, ``(n, d)``) → images x (torch, ``(n, C, H, W)``).
+
+``TDGLSimulator`` maps the columns of θ onto named fields of a base :class:`TDGLParams` (default
+θ = (η, B)), runs one ``jax.vmap``-ed, jitted quench per batch, observes the chosen channels and
+hands the images to torch through DLPack (:mod:`glsbi_plugin.bridge`). It is a plain callable, so
+``sbi.inference.simulate_for_sbi`` and ``sbi.utils.user_input_checks.process_simulator`` take it
+unchanged.
+
+Randomness is explicit: every simulation has an integer seed; ``simulator(theta, seed=s)`` derives
+per-sample seeds from ``s``; without ``seed`` they are drawn from ``generator`` (a
+``torch.Generator``) or from torch's default generator, so ``torch.manual_seed`` makes an sbi script
+reproducible. ``simulate_seeds(theta, seeds)`` is the primitive: same θ and seed ⇒ identical image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from sbi.utils import BoxUniform
+from torch import Tensor
+
+from .bridge import to_torch
+from .simulators import CHANNELS, PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_params, observe, presets
+from .simulators._solver import _simulate, broadcast_params
+
+logger = logging.getLogger(__name__)
+
+#: Default prior ranges. η: across the type-1.5 → type-II crossover of the default preset
+#: (η ≈ 0.09 at e = 0.45); field: where both condensates survive (below the weak band's
+#: |α₂|/K₂ = 0.125) and a 64² torus at h = 0.5 holds 5–16 flux quanta.
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
+    "eta": (0.0, 0.3),
+    "field": (0.03, 0.10),
+    "nu": (-0.05, 0.05),
+    "e": (0.35, 0.7),
+    "T": (0.0, 0.005),
+}
+
+#: The default forward model: a 64² torus, t = 200 after a field-cooled quench.
+DEFAULT_CONFIG = TDGLConfig(shape=(64, 64), h=0.5, dt=0.1, steps=2000)
+
+
+def make_prior(
+    names: Sequence[str] = ("eta", "field"),
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    device: str = "cpu",
+) -> BoxUniform:
+    """Uniform box prior over the named parameters (an sbi ``BoxUniform``).
+
+    Args:
+        names: Inferred parameters, in θ's column order (any of :data:`PARAM_NAMES`).
+        bounds: ``{name: (low, high)}``; missing names fall back to :data:`DEFAULT_BOUNDS`.
+        device: Torch device of the prior's tensors.
+
+    Raises:
+        ValueError: an unknown name, a name without bounds, or ``low >= high``.
+    """
+    lows, highs = zip(*(_bounds_for(n, bounds) for n in _check_names(names)), strict=True)
+    return BoxUniform(torch.tensor(lows, dtype=torch.float32), torch.tensor(highs, dtype=torch.float32), device=device)
+
+
+def _check_names(names: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    if not names:
+        raise ValueError("names must hold at least one parameter")
+    unknown = [n for n in names if n not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"unknown parameter names {unknown}; known: {', '.join(PARAM_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names={names}: each parameter may appear once")
+    return names
+
+
+def _bounds_for(name: str, bounds: Mapping[str, tuple[float, float]] | None) -> tuple[float, float]:
+    lo_hi = (bounds or {}).get(name, DEFAULT_BOUNDS.get(name))
+    if lo_hi is None:
+        raise ValueError(f"no prior bounds for {name!r}: pass bounds={{'{name}': (low, high)}}")
+    lo, hi = (float(v) for v in lo_hi)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds for {name!r} must be finite with low < high, got ({lo}, {hi})")
+    return lo, hi
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TDGLSimulator:
+    r"""Batched TDGL forward model for sbi: ``x = simulator(theta)``.
+
+    Attributes:
+        config: Static numerics (:class:`TDGLConfig`).
+        base: Parameters not inferred (:class:`TDGLParams`, unbatched).
+        names: Parameter names of θ's columns, e.g. ``("eta", "field")``.
+        low, high: Bounds of θ (the prior's support); θ outside is refused.
+        channels: Observed channels (see :func:`glsbi_plugin.simulators.observe`).
+        measurement: Optional instrument model (blur, down-sampling, noise).
+        batch_size: Simulations per vmapped JAX call (the last batch is padded, so every call
+            reuses one compiled program).
+    """
+
+    config: TDGLConfig
+    base: TDGLParams
+    names: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    channels: tuple[str, ...] = ("rho1", "rho2")
+    measurement: Measurement | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check_names(self.names)
+        if len(self.low) != len(self.names) or len(self.high) != len(self.names):
+            raise ValueError(f"low/high need {len(self.names)} entries, one per name in {self.names}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
+        allowed = [c for c in CHANNELS if self.config.components == 2 or not c.endswith("2")]
+        bad = [c for c in self.channels if c not in allowed]
+        if bad or not self.channels:
+            raise ValueError(f"channels={self.channels}: each must be one of {allowed}")
+        # the whole box must be simulable: check its corners (dt bound, Nφ >= 1, finite values)
+        for corner in ((self.low, self.high), (self.high, self.low)):
+            for values in corner:
+                check_params(self.base.replace(**dict(zip(self.names, values, strict=True))), self.config)
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def theta_dim(self) -> int:
+        return len(self.names)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one image."""
+        f = self.measurement.downsample if self.measurement else 1
+        nx, ny = self.config.shape
+        return (len(self.channels), nx // f, ny // f)
+
+    # -- simulation -------------------------------------------------------------------------
+    def __call__(self, theta: Tensor, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Simulate a batch.
+
+        Args:
+            theta: ``(n, d)`` (or ``(d,)``) floating tensor inside ``[low, high]``.
+            seed: Base seed; per-sample seeds are derived from it. ``None``: drawn from
+                ``generator`` (or torch's default generator).
+            generator: Torch generator for the seeds when ``seed`` is None.
+
+        Returns:
+            ``(n, C, H, W)`` float32 tensor.
+        """
+        theta = self.check_theta(theta)
+        n = theta.shape[0]
+        if seed is None:
+            seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator, dtype=torch.int64).numpy()
+        else:
+            seeds = np.random.SeedSequence(int(seed)).generate_state(n, dtype=np.uint32).astype(np.int64) & 0x7FFFFFFF
+        return self.simulate_seeds(theta, seeds)
+
+    def simulate_seeds(self, theta: Tensor | np.ndarray, seeds: Sequence[int] | np.ndarray) -> Tensor:
+        """Simulate ``theta[i]`` with integer seed ``seeds[i]`` (the reproducible primitive)."""
+        theta_t = self.check_theta(theta if isinstance(theta, Tensor) else torch.as_tensor(theta))
+        seeds = np.asarray(seeds, dtype=np.int64)
+        n = theta_t.shape[0]
+        if seeds.shape != (n,):
+            raise ValueError(f"seeds must have shape ({n},), one per theta row; got {seeds.shape}")
+        if n == 0:
+            return torch.empty((0, *self.x_shape), dtype=torch.float32)
+        th = theta_t.detach().cpu().numpy().astype(np.float32)
+        b = min(self.batch_size, n)
+        outs = []
+        for start in range(0, n, b):
+            chunk, sd = th[start : start + b], seeds[start : start + b]
+            m = chunk.shape[0]
+            if m < b:  # pad: one compiled program for every batch
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - m, 0)])
+                sd = np.concatenate([sd, np.repeat(sd[-1:], b - m)])
+            x = self._run(jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32))
+            outs.append(x[:m])
+        x = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+        out = to_torch(x)
+        bad = ~torch.isfinite(out).flatten(1).all(1)
+        if bad.any():
+            logger.warning("%d of %d simulations returned non-finite values (θ rows %s)", int(bad.sum()), n, bad.nonzero().flatten()[:5].tolist())
+        return out
+
+    @functools.cached_property
+    def _run(self):  # noqa: ANN202 - a jitted closure
+        cfg, names, base, channels, meas = self.config, self.names, self.base, self.channels, self.measurement
+
+        def one(theta: jax.Array, seed: jax.Array) -> jax.Array:
+            p = base.replace(**{name: theta[i] for i, name in enumerate(names)})
+            key = jax.random.key(seed)
+            k_sim, k_meas = jax.random.split(key)
+            state = _simulate(p, k_sim, cfg)
+            return observe(state, p.astype(cfg.real_dtype), cfg, channels, measurement=meas, key=k_meas).astype(jnp.float32)
+
+        return jax.jit(jax.vmap(one))
+
+    def params(self, theta: Tensor) -> TDGLParams:
+        """The batched :class:`TDGLParams` that ``theta`` stands for (for inspection)."""
+        theta = self.check_theta(theta)
+        p = broadcast_params(self.base, theta.shape[0])
+        return p.replace(**{n: jnp.asarray(theta[:, i].numpy()) for i, n in enumerate(self.names)})
+
+    # -- validation -------------------------------------------------------------------------
+    def check_theta(self, theta: Tensor) -> Tensor:
+        """θ as a ``(n, d)`` float32 CPU tensor, or a ValueError naming the expected shape/range."""
+        if not isinstance(theta, Tensor):
+            raise ValueError(f"theta must be a torch.Tensor of shape (n, {self.theta_dim}), got {type(theta).__name__}")
+        if not (theta.is_floating_point()):
+            raise ValueError(f"theta must be a floating tensor (float32), got dtype {theta.dtype}")
+        if theta.ndim == 1:
+            theta = theta[None]
+        d = self.theta_dim
+        if theta.ndim != 2 or theta.shape[1] != d:
+            raise ValueError(f"theta must have shape (n, {d}) for parameters {self.names}, got {tuple(theta.shape)}")
+        theta = theta.detach().to("cpu", torch.float32)
+        if not torch.isfinite(theta).all():
+            raise ValueError("theta contains NaN or inf")
+        low, high = torch.tensor(self.low), torch.tensor(self.high)
+        outside = (theta < low) | (theta > high)
+        if outside.any():
+            row, col = (int(v) for v in outside.nonzero()[0])
+            raise ValueError(
+                f"theta[{row}, {col}] = {float(theta[row, col]):.6g} ({self.names[col]}) is outside the prior support "
+                f"[{self.low[col]:g}, {self.high[col]:g}]"
+            )
+        return theta
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready description (config, base parameters, names, bounds, channels)."""
+        return {
+            "config": self.config.to_dict(),
+            "base": self.base.to_dict(),
+            "names": list(self.names),
+            "low": list(self.low),
+            "high": list(self.high),
+            "channels": list(self.channels),
+            "measurement": dataclasses.asdict(self.measurement) if self.measurement else None,
+        }
+
+    @classmethod
+    def from_description(cls, d: Mapping[str, object], batch_size: int = 32) -> TDGLSimulator:
+        """Rebuild a simulator from :meth:`describe`'s output."""
+        meas = d.get("measurement")
+        return cls(
+            config=TDGLConfig.from_dict(d["config"]),  # type: ignore[arg-type]
+            base=TDGLParams.from_dict(d["base"]),  # type: ignore[arg-type]
+            names=tuple(d["names"]),  # type: ignore[arg-type]
+            low=tuple(d["low"]),  # type: ignore[arg-type]
+            high=tuple(d["high"]),  # type: ignore[arg-type]
+            channels=tuple(d["channels"]),  # type: ignore[arg-type]
+            measurement=Measurement(**meas) if meas else None,  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
+
+
+def make_simulator(
+    names: Sequence[str] = ("eta", "field"),
+    *,
+    config: TDGLConfig | None = None,
+    base: TDGLParams | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    channels: Sequence[str] = ("rho1", "rho2"),
+    measurement: Measurement | None = None,
+    batch_size: int = 32,
+) -> TDGLSimulator:
+    """Build a :class:`TDGLSimulator`; pair it with ``make_prior(names, bounds)``.
+
+    Args:
+        names: Inferred parameters (θ's columns), e.g. ``("eta", "field", "nu")``.
+        config: Numerics; default :data:`DEFAULT_CONFIG` (64², h = 0.5, dt = 0.1, 2000 steps).
+        base: Fixed parameters; default ``presets.type15()``.
+        bounds: Prior ranges per name; default :data:`DEFAULT_BOUNDS`.
+        channels: Observed channels.
+        measurement: Optional :class:`Measurement`.
+        batch_size: Simulations per JAX call.
+
+    Example:
+        >>> from glsbi_plugin import make_simulator, make_prior
+        >>> from glsbi_plugin.simulators import TDGLConfig
+        >>> sim = make_simulator(config=TDGLConfig(shape=(16, 16), steps=20), bounds={"field": (0.1, 0.3)})
+        >>> prior = make_prior(bounds={"field": (0.1, 0.3)})
+        >>> sim(prior.sample((3,)), seed=0).shape
+        torch.Size([3, 2, 16, 16])
+    """
+    names = _check_names(names)
+    lows, highs = zip(*(_bounds_for(n, bounds) for n in names), strict=True)
+    return TDGLSimulator(
+        config=config or DEFAULT_CONFIG,
+        base=base if base is not None else presets.type15(),
+        names=names,
+        low=lows,
+        high=highs,
+        channels=tuple(channels),
+        measurement=measurement,
+        batch_size=batch_size,
+    )
