@@ -91,11 +91,12 @@ def test_meissner_profile_decays_with_lambda():
     assert np.all(np.diff(b[: nx // 2 - 1]) < 0), "B must fall monotonically into the sample"
 
 
-def test_psi_noise_obeys_fluctuation_dissipation():
+@pytest.mark.parametrize("noise", ["hash", "threefry"])
+def test_psi_noise_obeys_fluctuation_dissipation(noise):
     """Normal metal (α > 0, tiny K): Euler–Maruyama stationary ⟨|ψ|²⟩ = 2s²/(1-(1-αdt/Γ)²),
     s² = T dt/(Γh²), which tends to the Boltzmann value T/(h²α) as dt → 0."""
     T, alpha, h, dt = 0.01, 1.0, 0.5, 0.05
-    cfg = TDGLConfig(shape=(16, 16), h=h, dt=dt, components=1, gauge="frozen", thermal=True, dtype="float64")
+    cfg = TDGLConfig(shape=(16, 16), h=h, dt=dt, components=1, gauge="frozen", noise=noise, dtype="float64")
     p = presets.single_component(K=1e-4, alpha=alpha, beta=1e-6, field=0.1, T=T).astype(jnp.float64)
     s0 = simulate(p, jax.random.key(0), cfg.replace(steps=200))
     _, saved = integrate(s0, p, jax.random.key(5), cfg, 8000, save_every=20)
@@ -106,12 +107,13 @@ def test_psi_noise_obeys_fluctuation_dissipation():
     assert abs(mean_rho / (T / (h**2 * alpha)) - 1) < 0.05
 
 
-def test_link_noise_obeys_fluctuation_dissipation():
+@pytest.mark.parametrize("noise", ["hash", "threefry"])
+def test_link_noise_obeys_fluctuation_dissipation(noise):
     """ψ = 0 on the torus: the magnetic energy's transverse modes k ≠ 0 have Hessian eigenvalues
     λ_k = (4 - 2cos kx - 2cos ky)/(e²h²); Euler–Maruyama gives ⟨E_mag⟩ = Σ_k T/(2 - dt λ_k/σ)."""
     T, e, h, sigma, n = 0.02, 1.0, 0.5, 1.0, 12
     dt = 0.25 * sigma * e**2 * h**2 / 4
-    cfg = TDGLConfig(shape=(n, n), h=h, dt=dt, components=1, thermal=True, dtype="float64")
+    cfg = TDGLConfig(shape=(n, n), h=h, dt=dt, components=1, noise=noise, dtype="float64")
     p = presets.single_component(K=0.5, alpha=1.0, field=2 * np.pi / (n * n * h * h), T=T, e=e, sigma=sigma)
     p = p.astype(jnp.float64)
     zero = jnp.zeros((n, n))
@@ -124,3 +126,17 @@ def test_link_noise_obeys_fluctuation_dissipation():
     lam_k = (4 - 2 * np.cos(k)[:, None] - 2 * np.cos(k)[None, :]).ravel()[1:] / (e**2 * h**2)
     expected = np.sum(T / (2 - dt * lam_k / sigma))
     assert abs(e_mag.mean() / expected - 1) < 0.03
+
+
+def test_hash_noise_is_white_and_unit_variance():
+    from glsbi_plugin.simulators._solver import hash_uniform
+
+    seed = jnp.asarray([12345, 678], jnp.uint32)
+    draws = np.stack([np.asarray(hash_uniform(seed, k, (6, 64, 64), jnp.float64)) for k in range(40)])
+    assert abs(draws.mean()) < 0.01 and abs(draws.var() - 1) < 0.01
+    assert np.abs(draws).max() < np.sqrt(3)
+    flat = draws.reshape(40, -1)
+    assert abs(np.corrcoef(flat[:-1].ravel(), flat[1:].ravel())[0, 1]) < 0.01  # step to step
+    assert abs(np.corrcoef(draws[:, :, :-1].ravel(), draws[:, :, 1:].ravel())[0, 1]) < 0.01  # neighbours
+    other = np.asarray(hash_uniform(jnp.asarray([12346, 678], jnp.uint32), 0, (6, 64, 64), jnp.float64))
+    assert abs(np.corrcoef(other.ravel(), draws[0].ravel())[0, 1]) < 0.01  # seeds

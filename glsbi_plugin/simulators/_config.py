@@ -19,10 +19,12 @@ import numpy as np
 Boundary = Literal["periodic", "open"]
 Gauge = Literal["dynamic", "frozen"]
 DType = Literal["float32", "float64"]
+Noise = Literal["hash", "threefry"]
 
 _BOUNDARIES = ("periodic", "open")
 _GAUGES = ("dynamic", "frozen")
 _DTYPES = ("float32", "float64")
+_NOISES = ("hash", "threefry")
 
 
 class TDGLConfigError(ValueError):
@@ -49,6 +51,10 @@ class TDGLConfig:
         dtype: ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
         thermal: Draw Langevin noise each step (amplitude set by the traced temperature ``T``).
             ``False`` removes the random-number cost for deterministic ``T = 0`` runs.
+        noise: ``"hash"`` (default): counter-based uniform increments of unit variance from a
+            murmur3-style integer hash of (key, step, site), ~30x cheaper than ``"threefry"``:
+            Gaussian increments from ``jax.random.normal``. Both give Euler–Maruyama of weak
+            order 1 with the same second moments (the fluctuation–dissipation tests run on both).
         init_noise: Amplitude of the complex Gaussian seed of the normal state, relative to 1.
     """
 
@@ -61,6 +67,7 @@ class TDGLConfig:
     gauge: Gauge = "dynamic"
     dtype: DType = "float32"
     thermal: bool = True
+    noise: Noise = "hash"
     init_noise: float = 0.01
 
     def __post_init__(self) -> None:
@@ -88,6 +95,8 @@ class TDGLConfig:
             raise TDGLConfigError(f"gauge={self.gauge!r}: allowed values are {_GAUGES}")
         if self.dtype not in _DTYPES:
             raise TDGLConfigError(f"dtype={self.dtype!r}: allowed values are {_DTYPES}")
+        if self.noise not in _NOISES:
+            raise TDGLConfigError(f"noise={self.noise!r}: allowed values are {_NOISES}")
         if not (math.isfinite(self.init_noise) and self.init_noise > 0):
             raise TDGLConfigError(f"init_noise={self.init_noise!r}: must be finite and > 0")
 

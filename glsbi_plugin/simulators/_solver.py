@@ -21,6 +21,7 @@ part of the forward model (type-1.5 clusters keep coarsening). Randomness comes 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +65,32 @@ def euler_step(state: State, params: TDGLParams, cfg: TDGLConfig, noise: jax.Arr
     return State(psi, a_x, a_y)
 
 
-def _noise(key: jax.Array, k: jax.Array, cfg: TDGLConfig) -> jax.Array:
+def _fmix32(x: jax.Array) -> jax.Array:
+    """murmur3's 32-bit finaliser: a bijection with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_uniform(seed: jax.Array, k: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
+    r"""Counter-based noise: i.i.d.-looking uniform numbers on :math:`(-\sqrt3, \sqrt3)` (mean 0,
+    variance 1) for step ``k`` from two rounds of an integer hash of (seed, k, flat index)."""
+    s = _fmix32(seed[0] + jnp.asarray(k, jnp.uint32) * jnp.uint32(0x632BE5AB))
+    idx = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    h = _fmix32(idx * jnp.uint32(0x9E3779B9) ^ s)
+    h = _fmix32(h + (s ^ seed[1]))
+    u = (h >> 8).astype(dtype) * (2.0 / (1 << 24)) + (1.0 / (1 << 24) - 1.0)  # (-1, 1), symmetric
+    return u * jnp.asarray(math.sqrt(3.0), dtype)
+
+
+def _noise(key: jax.Array, seed: jax.Array, k: jax.Array, cfg: TDGLConfig) -> jax.Array:
     nx, ny = cfg.shape
-    return jax.random.normal(jax.random.fold_in(key, k), (2 * cfg.components + 2, nx, ny), cfg.real_dtype)
+    shape = (2 * cfg.components + 2, nx, ny)
+    if cfg.noise == "hash":
+        return hash_uniform(seed, k, shape, cfg.real_dtype)
+    return jax.random.normal(jax.random.fold_in(key, k), shape, cfg.real_dtype)
 
 
 def _cast(params: TDGLParams, cfg: TDGLConfig) -> TDGLParams:
@@ -88,7 +112,7 @@ def integrate(
     Args:
         state: Initial :class:`State`.
         params: :class:`TDGLParams` of one simulation (no batch axis; use ``jax.vmap``).
-        key: PRNG key of the Langevin noise; step ``k`` uses ``fold_in(key, start + k)``.
+        key: PRNG key of the Langevin noise; step ``k`` draws from (key, ``start + k``).
         cfg: Static :class:`TDGLConfig`.
         num_steps: Steps to take (static).
         save_every: If > 0, also return the states after every ``save_every`` steps, stacked.
@@ -98,9 +122,10 @@ def integrate(
         ``(final_state, saved)``; ``saved`` is ``None`` unless ``save_every > 0``.
     """
     params = _cast(params, cfg)
+    seed = jax.random.bits(key, (2,), jnp.uint32)
 
     def body(s: State, k: jax.Array) -> tuple[State, None]:
-        noise = _noise(key, k, cfg) if cfg.thermal else None
+        noise = _noise(key, seed, k, cfg) if cfg.thermal else None
         return euler_step(s, params, cfg, noise), None
 
     if save_every <= 0:
