@@ -1,6 +1,6 @@
 """Regenerate the figures of docs/physics.md: ``python docs/make_figures.py``.
 
-Default forward model (64² torus, h = 0.5, dt = 0.1, 2000 steps = t 200, type15 preset,
+Default forward model (64² torus, h = 0.5, dt = 0.08, 2500 steps = t 200, type15 preset,
 e = 0.45, T = 0.001) at low and high η, B = 0.08 (13 flux quanta), same seed.
 """
 
@@ -29,7 +29,7 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    cfg = TDGLConfig(shape=(64, 64), steps=2000)
+    cfg = TDGLConfig(shape=(64, 64))
     for eta in (0.0, 0.3):
         p = presets.type15(eta=eta, field=0.08)
         s = simulate(p, jax.random.key(0), cfg)

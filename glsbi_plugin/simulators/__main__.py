@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glsbi_plugin.simulators", description=__doc__)
     parser.add_argument("--eta", type=float, default=0.2, help="Josephson coupling η (default 0.2)")
     parser.add_argument("--field", type=float, default=0.08, help="mean induction B (default 0.08)")
-    parser.add_argument("--steps", type=int, default=2000, help="time steps (default 2000)")
+    parser.add_argument("--steps", type=int, default=2500, help="time steps of dt = 0.08 (default 2500)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--regimes", action="store_true", help="print the regime table across η")
     args = parser.parse_args(argv)

@@ -26,7 +26,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._config import TDGLConfig, TDGLParams, check_params
+from ._checks import check_params
+from ._config import TDGLConfig, TDGLParams
 from ._lattice import State, forces, geometry, initial_links
 
 

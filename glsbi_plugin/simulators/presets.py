@@ -6,7 +6,7 @@ r"""Parameter presets.
 strong band           α₁ = −1, β₁ = 1 (u₁ = 1, ξ₁ = √2/2 at η = 0)
 weak band             α₂ = −1/16, β₂ = 1/16 (u₂ = 1, ξ₂ = 2√2; field scale |α₂|/K₂ = 1/8)
 charge                e = 0.45 (λ = 1.57 at η = 0): type-1.5 for η < 0.09, type-II above
-dynamics              Γ = 1, σ = 10 (explicit Euler stable up to dt = 0.1266 at h = 0.5)
+dynamics              Γ = 1, σ = 10 (explicit Euler for A stable up to dt = 0.122 at h = 0.5)
 noise                 T = 0.001
 ====================  =====================================================================
 

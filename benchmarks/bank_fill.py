@@ -1,0 +1,135 @@
+"""Bank fill throughput (simulations per second): in this process vs a dask ``LocalCluster``.
+
+Same configuration for both (default: 32x32 grid, 500 steps, 8 chunks of 16, vmapped width 16):
+
+* in-process, cold (includes the XLA compilation) and warm (a second bank, program compiled);
+* ``LocalCluster`` (``n_workers`` single-threaded processes), cold (cluster start-up, worker
+  imports and compilations included) and warm (a second bank on the same, warmed-up cluster).
+
+Every bank uses the same bank seed, and the script checks that all of them are bit-identical (the
+workers compile on their own: no compilation cache is shared). Results go to
+``benchmarks/results/bank_fill.{json,md}``.
+
+Usage::
+
+    python benchmarks/bank_fill.py [--size 32] [--steps 500] [--chunks 8] [--chunk-size 16] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # measure real compilations, in the workers too
+
+
+def _timed_fill(bank, **kw) -> float:  # noqa: ANN001 - a SimulationBank
+    t0 = time.perf_counter()
+    report = bank.fill(progress=False, **kw)
+    assert report.n_simulations == bank.n, report
+    return time.perf_counter() - t0
+
+
+def _same(a, b) -> bool:  # noqa: ANN001 - SimulationBanks
+    return all(a.group[k][:].tobytes() == b.group[k][:].tobytes() for k in ("theta", "seeds", "x", "checksum"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=32, help="grid side (default 32)")
+    p.add_argument("--steps", type=int, default=500, help="time steps (default 500)")
+    p.add_argument("--chunks", type=int, default=8, help="chunks per bank (default 8)")
+    p.add_argument("--chunk-size", type=int, default=16, help="samples per chunk = vmapped width (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results directory")
+    args = p.parse_args(argv)
+
+    import jax
+    import zarr
+    from distributed import Client, LocalCluster
+
+    from glsbi_plugin import __version__, make_simulator
+    from glsbi_plugin.simulators import TDGLConfig
+    from glsbi_plugin.store import SimulationBank
+    from glsbi_plugin.store._dask import worker_env
+
+    cfg = TDGLConfig(shape=(args.size, args.size), steps=args.steps)
+    sim = make_simulator(config=cfg, batch_size=args.chunk_size)
+    n = args.chunks * args.chunk_size
+    load_before = os.getloadavg()
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def bank(name: str) -> SimulationBank:
+            return SimulationBank.create(Path(tmp) / f"{name}.zarr", sim, n, chunk_size=args.chunk_size, seed=0)
+
+        ref = bank("inproc_cold")
+        rows["in-process, cold (incl. compile)"] = {"seconds": _timed_fill(ref)}
+        warm = bank("inproc_warm")
+        rows["in-process, warm"] = {"seconds": _timed_fill(warm)}
+        identical = _same(ref, warm)
+
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env=worker_env(), silence_logs=40)
+        client = Client(cluster)
+        startup = time.perf_counter() - t0
+        try:
+            cold = bank("dask_cold")
+            fill_s = _timed_fill(cold, scheduler=client)
+            rows[f"LocalCluster x{args.workers}, cold (incl. start-up + compile)"] = {"seconds": startup + fill_s}
+            warm_d = bank("dask_warm")
+            rows[f"LocalCluster x{args.workers}, warm"] = {"seconds": _timed_fill(warm_d, scheduler=client)}
+            identical = identical and _same(ref, cold) and _same(ref, warm_d)
+        finally:
+            client.close()
+            cluster.close()
+    for r in rows.values():
+        r["sims_per_second"] = n / r["seconds"]
+    result = {
+        "config": {"shape": list(cfg.shape), "steps": cfg.steps, "chunks": args.chunks, "chunk_size": args.chunk_size,
+                   "simulations": n, "workers": args.workers, "channels": list(sim.channels)},
+        "results": rows,
+        "cluster_startup_seconds": startup,
+        "bit_identical_across_all_fills": identical,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "jax": jax.__version__, "zarr": zarr.__version__,
+                    "glsbi": __version__},
+        "load_average_1_5_15min": {"before": list(load_before), "after": list(os.getloadavg())},
+        "worker_xla_flags": worker_env()["XLA_FLAGS"],
+        "in_process_xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bank_fill.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Bank fill throughput",
+        "",
+        f"{n} simulations ({args.chunks} chunks of {args.chunk_size}), {cfg.shape[0]}x{cfg.shape[1]} grid, "
+        f"{cfg.steps} steps, channels {', '.join(sim.channels)}; {os.cpu_count()} CPU cores (shared machine). "
+        f"Produced by `python benchmarks/bank_fill.py`.",
+        "",
+        "| fill | seconds | simulations / s |",
+        "|---|---:|---:|",
+        *(f"| {k} | {v['seconds']:.1f} | {v['sims_per_second']:.1f} |" for k, v in rows.items()),
+        "",
+        f"Cluster start-up alone: {startup:.1f} s. All banks bit-identical (θ, seeds, x, checksums): "
+        f"{'yes' if identical else 'NO'}.",
+        "",
+        f"Load average (1 min) before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores: "
+        "other jobs shared the machine, so the figures are indicative. In-process JAX runs with its default "
+        "threading; each worker runs one XLA intra-op thread.",
+        "",
+    ]
+    (args.out / "bank_fill.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

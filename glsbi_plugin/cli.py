@@ -1,0 +1,300 @@
+"""The ``glsbi`` command line: ``glsbi simulate``, ``glsbi bank create|fill|info``.
+
+Adding a subcommand: write a function that configures an ``argparse`` sub-parser and sets
+``func`` (called with the parsed namespace, returning an exit code), and register it::
+
+    @command("train", help="train a neural posterior on a bank")
+    def _train(p: argparse.ArgumentParser) -> None:
+        p.add_argument("bank", help="...")
+        p.set_defaults(func=_run_train)
+
+Commands appear in ``glsbi --help`` in registration order. User mistakes (bad values, a path that
+is not a bank, a config mismatch) raise :class:`UsageError`, ``ValueError`` or ``OSError``; ``main``
+prints them as one line ``glsbi: error: ...`` and returns 2. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+#: Registered subcommands: name -> (help, configure(parser)).
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+class UsageError(Exception):
+    """A user mistake: reported as ``glsbi: error: <message>`` with exit code 2."""
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], Callable]:
+    """Register a subcommand (see the module docstring)."""
+
+    def register(configure: Callable[[argparse.ArgumentParser], None]) -> Callable:
+        if name in COMMANDS:
+            raise ValueError(f"glsbi subcommand {name!r} is registered twice")
+        COMMANDS[name] = (help, configure)
+        return configure
+
+    return register
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr (exit code 2), pointing at ``--help``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"glsbi: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _add_model_options(p: argparse.ArgumentParser, steps: int = 2500) -> None:
+    g = p.add_argument_group("forward model")
+    g.add_argument("--size", type=_int_at_least(4), default=64, help="grid side in sites (default 64)")
+    g.add_argument("--steps", type=_int_at_least(0), default=steps, help=f"time steps (default {steps})")
+    g.add_argument("--h", type=float, default=0.5, help="lattice spacing (default 0.5)")
+    g.add_argument("--dt", type=float, default=0.08,
+                   help="time step (default 0.08); a step above the explicit-Euler bound, which falls with "
+                        "eta (0.101 at eta=0.3, 0.086 at eta=0.8 for h=0.5), is refused with the bound")
+    g.add_argument("--channels", nargs="+", default=["rho1", "rho2"], metavar="CH",
+                   help="observed channels: rho1 rho2 bz winding1 winding2 (default rho1 rho2)")
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202 - TDGLConfig, imported lazily
+    from .simulators import TDGLConfig
+
+    return TDGLConfig(shape=(args.size, args.size), steps=args.steps, h=args.h, dt=args.dt)
+
+
+# -- glsbi simulate -------------------------------------------------------------------------
+@command("simulate", help="simulate one vortex image and save it with the vortices marked")
+def _simulate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eta", type=float, default=0.2, help="Josephson coupling η, any physical value (default 0.2)")
+    p.add_argument("--field", type=float, default=0.08, help="mean induction B (default 0.08)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", type=Path, default=Path("vortices.png"), help="output image (default vortices.png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=_run_simulate)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .simulators import CHANNELS, check_params, observe, presets, vortex_positions
+
+    cfg = _config(args)
+    allowed = [c for c in CHANNELS if cfg.components == 2 or not c.endswith("2")]
+    bad = [c for c in args.channels if c not in allowed]
+    if bad:
+        raise UsageError(f"--channels {' '.join(bad)}: each must be one of {' '.join(allowed)}")
+    params = presets.type15(eta=args.eta, field=args.field)
+    check_params(params, cfg)
+    if not args.out.parent.is_dir():
+        raise UsageError(f"cannot write {args.out}: directory {args.out.parent} does not exist")
+    state = _simulate_with_progress(params, jax.random.key(args.seed), cfg, progress=not args.no_progress)
+    image = observe(state, params, cfg, tuple(args.channels))
+    vortices = [vortex_positions(state, params, cfg, component=a) for a in range(cfg.components)]
+    h = cfg.h  # site i sits at i*h, plaquette centres (vortices) at (i + 1/2) h
+    extent = (-h / 2, cfg.shape[0] * h - h / 2, -h / 2, cfg.shape[1] * h - h / 2)
+    fig, axes = plt.subplots(1, len(args.channels), figsize=(4 * len(args.channels), 4), squeeze=False)
+    for ax, ch, img in zip(axes[0], args.channels, image, strict=True):
+        ax.imshow(img.T, origin="lower", extent=extent, cmap="viridis")
+        comps = [int(ch[-1]) - 1] if ch[-1] in "12" else list(range(cfg.components))
+        for a, marker in zip(comps, ("o", "s"), strict=False):
+            v = vortices[a]
+            ax.scatter(v[:, 0], v[:, 1], s=30, marker=marker, facecolors="none", edgecolors="w", linewidths=1.2,
+                       label=f"vortices ψ{a + 1} ({len(v)})")
+        ax.set_title(ch)
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(f"η = {args.eta:g}, B = {args.field:g}, t = {cfg.t_final:g}, seed {args.seed}")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    plt.close(fig)
+    counts = ", ".join(f"{int(abs(v[:, 2]).sum())} in ψ{a + 1}" for a, v in enumerate(vortices))
+    print(f"wrote {args.out}: vortex windings {counts}")
+    return 0
+
+
+def _simulate_with_progress(params, key, cfg, progress: bool):  # noqa: ANN001, ANN202 - JAX objects
+    """The field-cooled quench of ``simulators.simulate`` in segments, with a tqdm bar over steps."""
+    import functools
+
+    import jax
+    from tqdm.auto import tqdm
+
+    from .simulators import initial_state, integrate
+
+    params = params.astype(cfg.real_dtype)
+    k_init, k_run = jax.random.split(key)
+    state = initial_state(params, k_init, cfg)
+    n_seg = max(k for k in range(1, 26) if cfg.steps % k == 0) if cfg.steps else 1
+    seg = cfg.steps // n_seg
+    step = jax.jit(functools.partial(integrate, cfg=cfg, num_steps=seg))
+    with tqdm(total=cfg.steps, unit="step", desc="simulate", disable=not progress) as bar:
+        for i in range(n_seg if seg else 0):
+            state, _ = step(state, params, k_run, start=i * seg)
+            jax.block_until_ready(state)
+            bar.update(seg)
+    return state
+
+
+# -- glsbi bank ... -------------------------------------------------------------------------
+@command("bank", help="create, fill and inspect simulation banks (Zarr)")
+def _bank_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bank_command", metavar="ACTION", required=True)
+    c = sub.add_parser("create", help="create an empty bank", description="Create an empty simulation bank.")
+    c.add_argument("path", type=Path, help="bank directory (a Zarr store; must not exist)")
+    c.add_argument("--n", type=_int_at_least(1), required=True, help="number of samples")
+    c.add_argument("--chunk-size", type=_int_at_least(1), default=64, help="samples per chunk (default 64)")
+    c.add_argument("--seed", type=_int_at_least(0), default=None, help="bank seed (default: random, recorded)")
+    c.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                   help="vmapped JAX width, fixed for the bank's life (default: the chunk size)")
+    c.add_argument("--names", nargs="+", default=["eta", "field"], metavar="NAME",
+                   help="inferred parameters, θ's columns (default eta field)")
+    c.add_argument("--bound", nargs=3, action="append", default=[], metavar=("NAME", "LOW", "HIGH"),
+                   help="prior bounds of one parameter (repeatable; default: the package defaults)")
+    _add_model_options(c)
+    c.set_defaults(func=_run_bank_create)
+
+    f = sub.add_parser("fill", help="simulate the missing chunks", description="Fill a bank (resumable).")
+    f.add_argument("path", type=Path, help="bank directory")
+    f.add_argument("--scheduler", default=None,
+                   help="'local' (dask LocalCluster) or 'tcp://HOST:PORT' (existing dask scheduler); "
+                        "default: this process")
+    f.add_argument("--workers", type=_int_at_least(1), default=2, help="workers of --scheduler local (default 2)")
+    f.add_argument("--n", type=_int_at_least(1), default=None, help="fill only the first N samples (whole chunks)")
+    f.add_argument("--repair", action="store_true", help="verify first and re-simulate corrupt chunks")
+    f.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                   help="must equal the bank's batch size if given (it fixes the bits)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar (log instead)")
+    f.set_defaults(func=_run_bank_fill)
+
+    i = sub.add_parser("info", help="counts, configuration, hash and integrity of a bank",
+                       description="Describe a bank and verify its filled chunks.")
+    i.add_argument("path", type=Path, help="bank directory")
+    i.add_argument("--no-verify", action="store_true", help="skip re-reading the chunks")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=_run_bank_info)
+
+
+def _run_bank_create(args: argparse.Namespace) -> int:
+    from ._simulator import make_simulator
+    from .store import SimulationBank
+
+    bounds = {}
+    for name, lo, hi in args.bound:
+        try:
+            bounds[name] = (float(lo), float(hi))
+        except ValueError:
+            raise UsageError(f"--bound {name} {lo} {hi}: LOW and HIGH must be numbers") from None
+    unknown = sorted(set(bounds) - set(args.names))
+    if unknown:
+        raise UsageError(f"--bound given for {unknown}, which are not in --names {args.names}")
+    sim = make_simulator(args.names, config=_config(args), bounds=bounds, channels=args.channels)
+    bank = SimulationBank.create(args.path, sim, args.n, chunk_size=args.chunk_size, seed=args.seed,
+                                 batch_size=args.batch_size)
+    print(f"created {bank.path}: {bank.n} samples in {bank.n_chunks} chunks of {bank.chunk_size}, "
+          f"seed {bank.seed}, config {bank.config_hash[:12]}")
+    return 0
+
+
+def _run_bank_fill(args: argparse.Namespace) -> int:
+    from .store import SimulationBank
+
+    bank = SimulationBank.open(args.path)
+    report = bank.fill(args.n, batch_size=args.batch_size, progress=not args.no_progress,
+                       scheduler=args.scheduler, repair=args.repair, n_workers=args.workers)
+    rep = f", {len(report.repaired)} repaired" if report.repaired else ""
+    print(f"simulated {len(report.simulated)} chunks ({report.n_simulations} simulations{rep}) in "
+          f"{report.seconds:.1f} s ({report.sims_per_second:.2f} sims/s); "
+          f"{len(bank.filled_chunks())}/{bank.n_chunks} chunks filled")
+    return 0
+
+
+def _run_bank_info(args: argparse.Namespace) -> int:
+    from .store import SimulationBank
+
+    bank = SimulationBank.open(args.path, read_only=True)
+    info = bank.info()
+    report = None if args.no_verify else bank.verify()
+    if report is not None:
+        info["verify"] = {"ok": report.ok, "corrupt": {str(k): v for k, v in report.corrupt.items()},
+                          "stray_files": report.stray_files, "summary": report.summary()}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0 if report is None or report.ok else 1
+    cfg = info["simulator"]["config"]
+    bounds = ", ".join(f"{n} ∈ [{lo:g}, {hi:g}]" for n, lo, hi in zip(info["names"], info["low"], info["high"],
+                                                                       strict=True))
+    print(f"bank      {info['path']}")
+    print(f"filled    {info['chunks_filled']}/{info['chunks_total']} chunks, "
+          f"{info['samples_filled']}/{info['n']} samples (chunk size {info['chunk_size']})")
+    print(f"prior     {bounds}")
+    print(f"x         {tuple(info['x_shape'])} channels {info['simulator']['channels']}")
+    print(f"config    {json.dumps(cfg, sort_keys=True)}")
+    print(f"hash      {info['config_hash']}")
+    print(f"seed      {info['seed']}  batch size {info['batch_size']}  glsbi {info['package_version']}")
+    if report is not None:
+        print(f"verify    {'ok' if report.ok else 'CORRUPT'}: {report.summary()}")
+        if not report.ok:
+            print(f"          repair with: glsbi bank fill {args.path} --repair")
+    return 0 if report is None or report.ok else 1
+
+
+# -- entry point ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``glsbi`` parser with every registered subcommand."""
+    from . import __version__
+
+    parser = _Parser(prog="glsbi", description="Simulation-based inference of two-component Ginzburg-Landau "
+                     "couplings from vortex images.")
+    parser.add_argument("--version", action="version", version=f"glsbi {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    for name, (help_text, configure) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + "."))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``glsbi``; returns the exit code (0 ok, 1 a failed check, 2 a usage error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, argument errors
+        return e.code if isinstance(e.code, int) else 0
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, OSError) as e:
+        print(f"glsbi: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("glsbi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+r"""Eager checks of parameters against a config: finiteness, signs, shapes, explicit-Euler
+stability, flux quantisation. Nothing here runs under ``jit``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from ._config import COMPONENT_FIELDS, SCALAR_FIELDS, TDGLConfig, TDGLConfigError, TDGLParams, flux_quanta
+from ._length_scales import ground_state
+
+
+def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]:
+    r"""Largest stable explicit-Euler steps ``(dt_psi, dt_a)`` over a (possibly batched) parameter set.
+
+    Euler is stable when dt times the largest relaxation rate is at most 2. Gershgorin bounds on
+    the linearisation about the ground state :math:`u` give
+
+    .. math::
+        dt_\psi = \min_a \frac{2\Gamma_a}{8K_a/h^2 + \tfrac12\sum_b|H_{ab}|},\qquad
+        dt_a = \frac{2\sigma}{8/(e^2h^2) + \sum_a 2K_a u_a^2},
+
+    with :math:`H = \mathrm{Hess}\,V(u)` of the potential in the amplitudes. Without the
+    potential and supercurrent terms these are the familiar :math:`\Gamma h^2/4K` and
+    :math:`\sigma e^2h^2/4`; the extra terms matter at large η (the strong band's amplitude mode).
+    """
+    K = np.asarray(params.K, np.float64)
+    alpha = np.asarray(params.alpha, np.float64)
+    beta = np.asarray(params.beta, np.float64)
+    gamma = np.asarray(params.gamma, np.float64)
+    u = np.asarray(ground_state(params), np.float64)
+    h2 = cfg.h**2
+    if K.shape[-1] == 1:
+        rows = np.abs(2 * alpha + 6 * beta * u**2)
+    else:
+        eta = np.abs(np.asarray(params.eta, np.float64))[..., None]
+        nu = np.asarray(params.nu, np.float64)[..., None]
+        diag = 2 * alpha + 6 * beta * u**2 + 2 * nu * u[..., ::-1] ** 2
+        off = np.abs(-2 * eta + 4 * nu * u[..., :1] * u[..., 1:])
+        rows = np.abs(diag) + off
+    dt_psi = float(np.min(2 * gamma / (8 * K / h2 + rows / 2)))
+    e = np.asarray(params.e, np.float64)
+    sigma = np.asarray(params.sigma, np.float64)
+    dt_a = float(np.min(2 * sigma / (8 / (e**2 * h2) + np.sum(2 * K * u**2, axis=-1))))
+    return dt_psi, dt_a
+
+
+def _concrete(tree: object) -> dict[str, np.ndarray] | None:
+    """Leaves as numpy arrays, or None when any leaf is a tracer (inside jit/vmap)."""
+    try:
+        return {f.name: np.asarray(getattr(tree, f.name), dtype=np.float64) for f in dataclasses.fields(tree)}  # type: ignore[arg-type]
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
+    r"""Refuse parameters the solver cannot run, naming the bad value and the allowed range.
+
+    Works on a single parameter set or a batch (leading axes). Does nothing on traced values
+    (inside ``jit``/``vmap``), where the caller's eager entry point has already checked.
+
+    Raises:
+        TDGLConfigError: (a ``ValueError``) for NaN/inf, non-positive K, β, Γ, e, σ, negative T,
+            a component axis that does not match ``cfg.components``, an explicit Euler step above
+            :math:`\min(\Gamma_a h^2/4K_a,\ \sigma e^2 h^2/4)`, or a torus field with
+            :math:`N_\phi = 0`.
+    """
+    v = _concrete(params)
+    if v is None:
+        return
+    C = cfg.components
+    for name in COMPONENT_FIELDS:
+        if v[name].ndim < 1 or v[name].shape[-1] != C:
+            raise TDGLConfigError(
+                f"params.{name} has shape {v[name].shape}; expected (..., {C}) for components={C}"
+            )
+    batch = np.broadcast_shapes(*(v[n].shape[:-1] for n in COMPONENT_FIELDS), *(v[n].shape for n in SCALAR_FIELDS))
+    del batch  # only to raise on incompatible batch shapes
+    for name, arr in v.items():
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise TDGLConfigError(
+                f"params.{name} contains non-finite values ({arr[bad].ravel()[:3]}); all must be finite"
+            )
+    for name in ("K", "beta", "gamma", "e", "sigma"):
+        if (v[name] <= 0).any():
+            raise TDGLConfigError(f"params.{name}={v[name].min():g}: must be > 0")
+    if (v["T"] < 0).any():
+        raise TDGLConfigError(f"params.T={v['T'].min():g}: the temperature must be >= 0")
+    h, dt = cfg.h, cfg.dt
+    bound_psi, bound_a = stability_bounds(params, cfg)
+    if dt > bound_psi:
+        raise TDGLConfigError(
+            f"dt={dt:g} exceeds the explicit-Euler bound for psi, dt <= 2Γ/(8K/h² + |Hess V|/2) = {bound_psi:.4g} "
+            f"(Γh²/(4K) = {float(np.min(v['gamma'] * h**2 / (4 * v['K']))):.4g} before the potential's curvature); "
+            "lower dt"
+        )
+    if cfg.gauge == "dynamic" and dt > bound_a:
+        raise TDGLConfigError(
+            f"dt={dt:g} exceeds the explicit-Euler bound for A, dt <= 2σ/(8/(e²h²) + Σ2Ku²) = {bound_a:.4g} "
+            f"(σ e² h²/4 = {float(np.min(v['sigma'] * v['e'] ** 2 * h**2 / 4)):.4g} before the supercurrent term); "
+            "raise sigma (it does not change equilibria) or lower dt"
+        )
+    if cfg.torus:
+        n_phi = np.asarray(flux_quanta(v["field"], cfg))
+        if (n_phi == 0).any():
+            nx, ny = cfg.shape
+            bmin = 2 * np.pi / (nx * ny * h**2)
+            bad = v["field"][n_phi == 0].ravel()[0]
+            raise TDGLConfigError(
+                f"field={bad:g} gives N_phi = 0 flux quanta on the {nx}x{ny} torus (h={h:g}); "
+                f"|field| must be >= {bmin / 2:.4g} (one quantum is B = {bmin:.4g})"
+            )
