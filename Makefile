@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m glsbi_plugin.simulators
+	$(VENV)/bin/glsbi quickstart --out runs/quickstart
 
 test: install
 	$(PY) -m pytest -q

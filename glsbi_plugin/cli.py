@@ -1,4 +1,4 @@
-"""The ``glsbi`` command line: ``glsbi simulate``, ``glsbi bank create|fill|info``.
+"""The ``glsbi`` command line: ``glsbi simulate``, ``glsbi bank create|fill|info``, ``glsbi quickstart``.
 
 Adding a subcommand: write a function that configures an ``argparse`` sub-parser and sets
 ``func`` (called with the parsed namespace, returning an exit code), and register it::
@@ -260,6 +260,61 @@ def _run_bank_info(args: argparse.Namespace) -> int:
         if not report.ok:
             print(f"          repair with: glsbi bank fill {args.path} --repair")
     return 0 if report is None or report.ok else 1
+
+
+# -- glsbi quickstart -----------------------------------------------------------------------
+@command("quickstart", help="the main job: simulate a bank, train NRE, infer, check coverage, plot")
+def _quickstart_parser(p: argparse.ArgumentParser) -> None:
+    from .quickstart import QuickstartSettings
+
+    d = QuickstartSettings()
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
+                   help="output directory: bank.zarr, posterior.png, summary.json (default runs/quickstart)")
+    p.add_argument("--size", type=_int_at_least(8), default=d.size, help=f"grid side in sites (default {d.size})")
+    p.add_argument("--steps", type=_int_at_least(1), default=d.steps,
+                   help=f"time steps of dt = 0.08 (default {d.steps})")
+    p.add_argument("--num-simulations", type=_int_at_least(10), default=d.num_simulations,
+                   help=f"bank size (default {d.num_simulations})")
+    p.add_argument("--chunk-size", type=_int_at_least(1), default=d.chunk_size,
+                   help=f"samples per bank chunk (default {d.chunk_size})")
+    p.add_argument("--method", choices=("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE"), default=d.method,
+                   help=f"sbi method (default {d.method})")
+    p.add_argument("--max-epochs", type=_int_at_least(1), default=d.max_epochs,
+                   help=f"training epochs at most (default {d.max_epochs})")
+    p.add_argument("--theta", type=float, nargs=2, default=list(d.theta_true), metavar=("ETA", "FIELD"),
+                   help=f"true (eta, field) of the demonstration observation (default {d.theta_true})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"bank and torch seed (default {d.seed})")
+    p.add_argument("--threads", type=_int_at_least(1), default=None,
+                   help="torch threads (default: the number of CPUs, at most 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_quickstart)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .quickstart import QuickstartSettings, run_quickstart
+
+    torch.set_num_threads(args.threads or min(os.cpu_count() or 1, 4))
+    settings = QuickstartSettings(
+        size=args.size, steps=args.steps, num_simulations=args.num_simulations, chunk_size=args.chunk_size,
+        method=args.method, max_epochs=args.max_epochs, theta_true=tuple(args.theta), seed=args.seed,
+    )
+    summary = run_quickstart(args.out, settings, progress=not args.no_progress)
+    names = summary["names"]
+    print(f"{settings.method}: {summary['epochs_trained']} epochs, best validation loss "
+          f"{summary['best_validation_loss']:.4f}")
+    for k, name in enumerate(names):
+        lo, hi = summary["credible_interval_90"][k]
+        print(f"  {name}: true {summary['theta_true'][k]:.4f}, MAP {summary['theta_map'][k]:.4f}, "
+              f"90% interval [{lo:.4f}, {hi:.4f}], test coverage of 90% intervals "
+              f"{summary['test_coverage_90'][k]:.2f} (n = {summary['num_test']})")
+    t = summary["timings"]
+    print(f"  simulate {t['simulate_s']:.1f} s, train {t['train_s']:.1f} s, infer {t['infer_s'] * 1e3:.0f} ms")
+    print(f"wrote {args.out / 'posterior.png'} and {args.out / 'summary.json'}")
+    return 0
 
 
 # -- entry point ----------------------------------------------------------------------------
