@@ -143,14 +143,28 @@ def plaquette_flux(a_x: jax.Array, a_y: jax.Array) -> jax.Array:
     return a_x + jnp.roll(a_y, -1, X) - jnp.roll(a_x, -1, Y) - a_y
 
 
+def sincos(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""``(sin x, cos x)``. In float32: reduction to :math:`[-\pi/2, \pi/2]` and Taylor polynomials
+    of degree 11/10 (error < 1e-6, ~10x cheaper than XLA's CPU ``sin``/``cos``); float64: ``jnp``."""
+    if x.dtype != jnp.float32:
+        return jnp.sin(x), jnp.cos(x)
+    r = x - jnp.round(x * np.float32(1 / (2 * np.pi))) * np.float32(2 * np.pi)  # [-π, π]
+    fold = jnp.abs(r) > np.float32(np.pi / 2)  # sin(π - r) = sin r, cos(π - r) = -cos r
+    r = jnp.where(fold, jnp.sign(r) * np.float32(np.pi) - r, r)
+    z = r * r
+    s = r * (1 + z * (-1 / 6 + z * (1 / 120 + z * (-1 / 5040 + z * (1 / 362880 + z * (-1 / 39916800))))))
+    c = 1 + z * (-1 / 2 + z * (1 / 24 + z * (-1 / 720 + z * (1 / 40320 + z * (-1 / 3628800)))))
+    return s, jnp.where(fold, -c, c)
+
+
 def link_variables(state: State, params: TDGLParams, cfg: TDGLConfig) -> tuple[jax.Array, jax.Array]:
     """Masked link variables :math:`U = w\\,e^{-i(a_{bg}+a)}`, shape ``(nx, ny)`` each."""
     g = geometry(cfg)
     a_x_bg, a_y_bg, _ = background(params, cfg)
-    ax = state.a_x + a_x_bg
-    ay = state.a_y + a_y_bg
-    u_x = jax.lax.complex(jnp.cos(ax), -jnp.sin(ax)) * g.w_x.astype(ax.dtype)
-    u_y = jax.lax.complex(jnp.cos(ay), -jnp.sin(ay)) * g.w_y.astype(ay.dtype)
+    s_x, c_x = sincos(state.a_x + a_x_bg)
+    s_y, c_y = sincos(state.a_y + a_y_bg)
+    u_x = jax.lax.complex(c_x, -s_x) * g.w_x.astype(c_x.dtype)
+    u_y = jax.lax.complex(c_y, -s_y) * g.w_y.astype(c_y.dtype)
     return u_x, u_y
 
 
@@ -194,7 +208,9 @@ def free_energy(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     return kin + pot + mag
 
 
-def forces(state: State, params: TDGLParams, cfg: TDGLConfig) -> State:
+def forces(
+    state: State, params: TDGLParams, cfg: TDGLConfig, links: tuple[jax.Array, jax.Array] | None = None
+) -> State:
     r"""Right-hand sides of the TDGL equations (before dividing by :math:`\Gamma_a`, :math:`\sigma`).
 
     .. math::
@@ -211,6 +227,11 @@ def forces(state: State, params: TDGLParams, cfg: TDGLConfig) -> State:
     :math:`h^2\Delta_U\psi_{ij} = U^x_{ij}\psi_{i+1,j} + U^{x*}_{i-1,j}\psi_{i-1,j}
     + U^y_{ij}\psi_{i,j+1} + U^{y*}_{i,j-1}\psi_{i,j-1} - n_{nb}\psi_{ij}`.
 
+    Args:
+        links: ``link_variables(state, params, cfg)`` if already computed. The time stepper
+            carries them from one step to the next: recomputed inside the step, XLA's fusion
+            would evaluate the sine and cosine once per consumer (measured 6x slower).
+
     Returns:
         A :class:`State` whose fields hold the forces (``a_x``/``a_y`` are zero in frozen gauge).
     """
@@ -218,7 +239,7 @@ def forces(state: State, params: TDGLParams, cfg: TDGLConfig) -> State:
     h2 = cfg.h**2
     rdt = cfg.real_dtype
     psi = state.psi
-    u_x, u_y = link_variables(state, params, cfg)
+    u_x, u_y = link_variables(state, params, cfg) if links is None else links
     fx = u_x * jnp.roll(psi, -1, X)  # U^x_ij psi_{i+1,j}
     fy = u_y * jnp.roll(psi, -1, Y)
     bx = jnp.roll(jnp.conj(u_x) * psi, 1, X)  # U^x*_{i-1,j} psi_{i-1,j}

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from ._checks import check_params
 from ._config import TDGLConfig, TDGLParams
-from ._lattice import State, forces, geometry, initial_links
+from ._lattice import State, forces, geometry, initial_links, link_variables
 
 
 def initial_state(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
@@ -40,13 +40,20 @@ def initial_state(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
     return State(jax.lax.complex(re, im), a_x, a_y)
 
 
-def euler_step(state: State, params: TDGLParams, cfg: TDGLConfig, noise: jax.Array | None = None) -> State:
-    r"""One explicit Euler step; ``noise`` is an array of unit normals of shape
+def euler_step(
+    state: State,
+    params: TDGLParams,
+    cfg: TDGLConfig,
+    noise: jax.Array | None = None,
+    links: tuple[jax.Array, jax.Array] | None = None,
+) -> State:
+    r"""One explicit Euler step; ``noise`` is an array of unit-variance increments of shape
     ``(2*components + 2, nx, ny)`` (Re ψ, Im ψ per component, then :math:`a^x`, :math:`a^y`) or
-    ``None`` for :math:`T = 0`."""
+    ``None`` for :math:`T = 0`; ``links`` optionally the state's link variables (see
+    :func:`forces`)."""
     dt = cfg.dt
     rdt = cfg.real_dtype
-    f = forces(state, params, cfg)
+    f = forces(state, params, cfg, links)
     gamma = params.gamma[:, None, None]
     psi = state.psi + (dt / gamma) * f.psi
     a_x, a_y = state.a_x, state.a_y
@@ -124,24 +131,32 @@ def integrate(
     """
     params = _cast(params, cfg)
     seed = jax.random.bits(key, (2,), jnp.uint32)
+    dynamic = cfg.gauge == "dynamic"
 
-    def body(s: State, k: jax.Array) -> tuple[State, None]:
+    # the carry holds the link variables too: computed once at the end of each step (frozen
+    # gauge: once), never re-evaluated inside the fused force kernels
+    def body(carry: tuple[State, tuple[jax.Array, jax.Array]], k: jax.Array):  # noqa: ANN202
+        s, links = carry
         noise = _noise(key, seed, k, cfg) if cfg.thermal else None
-        return euler_step(s, params, cfg, noise), None
+        s = euler_step(s, params, cfg, noise, links)
+        return (s, link_variables(s, params, cfg) if dynamic else links), None
+
+    def run(s: State, steps: jax.Array) -> State:
+        (s, _), _ = jax.lax.scan(body, (s, link_variables(s, params, cfg)), steps)
+        return s
 
     if save_every <= 0:
-        final, _ = jax.lax.scan(body, state, start + jnp.arange(num_steps))
-        return final, None
+        return run(state, start + jnp.arange(num_steps)), None
 
     n_saves, rest = divmod(num_steps, save_every)
 
     def chunk(s: State, c: jax.Array) -> tuple[State, State]:
-        s, _ = jax.lax.scan(body, s, start + c * save_every + jnp.arange(save_every))
+        s = run(s, start + c * save_every + jnp.arange(save_every))
         return s, s
 
     final, saved = jax.lax.scan(chunk, state, jnp.arange(n_saves))
     if rest:
-        final, _ = jax.lax.scan(body, final, start + n_saves * save_every + jnp.arange(rest))
+        final = run(final, start + n_saves * save_every + jnp.arange(rest))
     return final, saved
 
 
