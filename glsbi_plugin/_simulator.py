@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .bridge import to_torch
 from .simulators import CHANNELS, PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_params, observe, presets
-from .simulators._solver import _simulate, broadcast_params
+from .simulators._solver import _simulate, broadcast_params, shard_batch
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class TDGLSimulator:
             if m < b:  # pad: one compiled program for every batch
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - m, 0)])
                 sd = np.concatenate([sd, np.repeat(sd[-1:], b - m)])
-            x = self._run(jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32))
+            x = self._run(*shard_batch(jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32)))
             outs.append(x[:m])
         x = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
         out = to_torch(x)

@@ -25,6 +25,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._checks import check_params
 from ._config import TDGLConfig, TDGLParams
@@ -192,10 +194,27 @@ def simulate(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
 def simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> State:
     """``jax.vmap`` of :func:`simulate` over a leading batch axis of ``params`` and ``keys``.
 
-    Scalar leaves of ``params`` may be unbatched (broadcast); the batch size is that of ``keys``."""
+    Scalar leaves of ``params`` may be unbatched (broadcast); the batch size is that of ``keys``.
+    The batch is sharded over the default backend's devices when it divides evenly
+    (:func:`shard_batch`); results are identical either way."""
     check_params(params, cfg)
     _check_dtype(cfg)
-    return _simulate_batch(params, keys, cfg)
+    params = broadcast_params(params, keys.shape[0])
+    return _simulate_batch(*shard_batch(params, keys), cfg)
+
+
+def shard_batch(*trees: object) -> tuple[object, ...]:
+    """Place pytrees with a common leading batch axis across the default backend's devices.
+
+    Unchanged when there is one device or the batch does not divide evenly. On CPU, the package
+    exposes one device per core (``glsbi_plugin._env``), which is how a batch uses every core."""
+    devices = jax.devices()
+    leaves = jax.tree_util.tree_leaves(trees)
+    n = leaves[0].shape[0] if leaves and jnp.ndim(leaves[0]) else 0
+    if len(devices) < 2 or n == 0 or n % len(devices):
+        return trees
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
+    return tuple(jax.device_put(t, sharding) for t in trees)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
