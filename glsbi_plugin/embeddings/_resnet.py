@@ -161,6 +161,9 @@ class _ResidualBlock(nn.Module):
 class ResNetGAP(nn.Module):
     r"""Residual CNN + global average pooling + MLP head: ``(batch, C, H, W) -> (batch, features)``.
 
+    The head takes the pooled trunk features together with each input channel's image mean and
+    variance (after standardisation), so absolute density levels survive the GroupNorms.
+
     Accepts any image size (no layer depends on H or W). With the defaults (circular padding, no
     downsampling) the output is exactly invariant, up to float rounding, to circular shifts of the
     input along H and W. All layers are built eagerly, so ``state_dict()`` loads into a fresh
@@ -236,8 +239,11 @@ class ResNetGAP(nn.Module):
                 )
                 width = out_width
         self.trunk = nn.Sequential(*layers)
+        # the head also sees each channel's image mean and variance: the trunk's GroupNorm removes
+        # absolute levels (with one channel per group it is an InstanceNorm), and the condensate
+        # densities' levels carry information (e.g. on η). Both are shift invariant.
         self.head = nn.Sequential(
-            nn.Linear(width, width),
+            nn.Linear(width + 2 * in_channels, width),
             _ACTIVATIONS[cfg.activation](),
             nn.Linear(width, cfg.features),
         )
@@ -296,4 +302,6 @@ class ResNetGAP(nn.Module):
         """
         self._check_input(x)
         x = (x - self.x_mean[:, None, None]) / self.x_std[:, None, None]
-        return self.head(self.trunk(x).mean(dim=(-2, -1)))
+        mean = x.mean(dim=(-2, -1))
+        var = (x - mean[..., None, None]).square().mean(dim=(-2, -1))
+        return self.head(torch.cat([self.trunk(x).mean(dim=(-2, -1)), mean, var], dim=1))
