@@ -178,9 +178,9 @@ def test_splits_never_overlap_and_are_stable(sim, tmp_path):
 def test_to_torch_and_chunked_loader(ref):
     theta, x = ref.to_torch()
     assert theta.shape == (20, 2) and x.shape == (20, 2, 16, 16) and x.dtype == torch.float32
-    from sbi.inference import NPE
+    from glsbi_plugin.inference import build_inference
 
-    NPE(prior=make_prior(bounds=BOUNDS)).append_simulations(theta, x)  # accepted as is
+    build_inference("NPE", make_prior(bounds=BOUNDS)).append_simulations(theta, x)  # accepted as is
     kw = {"fractions": (0.5, 0.0, 0.5), "by": "sample", "split_seed": 1}
     t_tr, x_tr = ref.to_torch(split="train", fractions=(0.5, 0.0, 0.5), by="sample", seed=1)
     batches = list(ref.loader(3, split="train", shuffle=False, **kw))

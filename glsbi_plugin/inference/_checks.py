@@ -1,0 +1,132 @@
+r"""Input validation shared by the builders and the grid posterior: θ, x and box priors.
+
+sbi's own checks are either missing or surface late as assertion errors deep inside a network
+(e.g. an unbatched image ``(C, H, W)`` is read by ``process_x`` as ``C`` i.i.d. trials of an
+``(H, W)`` observation). These helpers fail early, with a ``ValueError`` that names the expected
+shape or range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+
+__all__ = ["as_batched_x", "box_bounds", "check_theta"]
+
+
+def box_bounds(prior: Distribution) -> tuple[Tensor, Tensor]:
+    """The finite box ``[low, high]`` that supports ``prior`` (e.g. an sbi ``BoxUniform``).
+
+    Args:
+        prior: A distribution over ``(d,)`` vectors whose support is a product of intervals.
+
+    Returns:
+        ``(low, high)``: float32 tensors of shape ``(d,)``.
+
+    Raises:
+        ValueError: If the support is not a finite box over a 1-D event.
+    """
+    try:
+        support = prior.support
+    except (AttributeError, NotImplementedError) as err:
+        raise ValueError(f"the prior ({type(prior).__name__}) does not declare its support") from err
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    lower = getattr(support, "lower_bound", None)
+    upper = getattr(support, "upper_bound", None)
+    if lower is None or upper is None:
+        raise ValueError(f"the prior's support must be a box (product of intervals), got {prior.support!r}")
+    event_shape = tuple(prior.event_shape) or tuple(prior.sample().shape[-1:])
+    if len(event_shape) != 1:
+        raise ValueError(f"the prior must be over vectors θ of shape (d,), got event shape {event_shape}")
+    low = torch.as_tensor(lower, dtype=torch.float32).detach().cpu().expand(event_shape).clone()
+    high = torch.as_tensor(upper, dtype=torch.float32).detach().cpu().expand(event_shape).clone()
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
+        raise ValueError(f"the prior's support must be a finite box with low < high, got low={low}, high={high}")
+    return low, high
+
+
+def check_theta(
+    theta: object,
+    low: Tensor | None = None,
+    high: Tensor | None = None,
+    *,
+    dim: int | None = None,
+    names: Sequence[str] | None = None,
+) -> Tensor:
+    """θ as an ``(n, d)`` float32 tensor, or a ``ValueError`` naming the expected shape/range.
+
+    Args:
+        theta: A floating tensor of shape ``(n, d)`` or ``(d,)``.
+        low: Lower bounds ``(d,)`` of the support (inclusive); ``None`` skips the range check.
+        high: Upper bounds ``(d,)`` of the support (inclusive).
+        dim: Expected ``d`` when no bounds are given.
+        names: Parameter names, used in error messages only.
+
+    Returns:
+        θ as a float32 tensor of shape ``(n, d)`` (a 1-D input gains a leading batch dimension).
+
+    Raises:
+        ValueError: ``theta`` is not a floating tensor, has the wrong shape, holds NaN/inf or lies
+            outside ``[low, high]``.
+    """
+    d = int(low.numel()) if low is not None else dim
+    expected = f"(n, {d})" if d is not None else "(n, d)"
+    if not isinstance(theta, Tensor):
+        raise ValueError(f"theta must be a torch.Tensor of shape {expected}, got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise ValueError(f"theta must be a floating tensor (float32) of shape {expected}, got dtype {theta.dtype}")
+    if theta.ndim == 1:
+        theta = theta[None]
+    if theta.ndim != 2 or (d is not None and theta.shape[1] != d):
+        raise ValueError(f"theta must have shape {expected}, got {tuple(theta.shape)}")
+    if not torch.isfinite(theta).all():
+        raise ValueError("theta contains NaN or inf")
+    theta = theta.detach().to(torch.float32)
+    if low is not None and high is not None:
+        lo, hi = low.to(theta.device), high.to(theta.device)
+        outside = (theta < lo) | (theta > hi)
+        if outside.any():
+            row, col = (int(v) for v in outside.nonzero()[0])
+            label = f" ({names[col]})" if names is not None else ""
+            raise ValueError(
+                f"theta[{row}, {col}] = {float(theta[row, col]):.6g}{label} is outside the prior support "
+                f"[{float(low[col]):g}, {float(high[col]):g}]"
+            )
+    return theta
+
+
+def as_batched_x(x: object, x_shape: Sequence[int]) -> Tensor:
+    """Observations with a batch dimension: ``(C, H, W)`` → ``(1, C, H, W)``; ``(n, C, H, W)`` as is.
+
+    sbi's ``process_x`` cannot tell an unbatched image from a batch (it only adds a dimension to
+    1-D data), and ratio-based potentials then treat the ``C`` channels as ``C`` i.i.d. trials.
+
+    Args:
+        x: A tensor (or array) of shape ``x_shape`` or ``(n, *x_shape)``.
+        x_shape: Event shape of one observation, e.g. ``(C, H, W)``.
+
+    Returns:
+        A float32 tensor of shape ``(n, *x_shape)``.
+
+    Raises:
+        ValueError: If ``x`` has another shape, is empty or holds NaN/inf.
+    """
+    x_shape = tuple(int(s) for s in x_shape)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor of shape {x_shape} or (n, *{x_shape}), got {type(x).__name__}")
+    if tuple(x.shape) == x_shape:
+        x = x[None]
+    if x.ndim != len(x_shape) + 1 or tuple(x.shape[1:]) != x_shape:
+        raise ValueError(f"x must have shape {x_shape} or (n, *{x_shape}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    return x.detach().to(torch.float32)

@@ -1,0 +1,358 @@
+r"""A grid posterior for low-dimensional θ (d ≤ 3) on a box prior: embed x once, evaluate cheaply.
+
+sbi's ratio estimator computes ``g(θ, x) = net([embedding_net_theta(θ), embedding_net_x(x)])``
+and sbi's potential (``RatioBasedPotential``) repeats ``x`` once per θ, so an image CNN runs for
+every θ. :class:`GridPosterior` runs the CNN once per observation and only the small head over a
+grid of cell centres covering the prior's box; the normalised grid gives the density, inverse-CDF
+sampling (plus a uniform jitter inside the cell), the MAP and credible intervals. For NPE flows the
+flow's condition embedding is likewise computed once and the flow's ``log_prob`` runs over the grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from sbi.inference.posteriors.base_posterior import NeuralPosterior
+from sbi.inference.potentials.posterior_based_potential import PosteriorBasedPotential
+from sbi.inference.potentials.ratio_based_potential import RatioBasedPotential
+from sbi.neural_nets.estimators.nflows_flow import NFlowsFlow
+from sbi.neural_nets.estimators.zuko_flow import ZukoFlow
+from sbi.neural_nets.ratio_estimators import RatioEstimator
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from ._checks import as_batched_x, box_bounds, check_theta
+
+__all__ = ["GridPosterior"]
+
+logger = logging.getLogger(__name__)
+
+#: Default points per axis by dimension of θ (1e3, 1e4 and ~3.3e4 grid points).
+DEFAULT_RESOLUTION = {1: 1000, 2: 100, 3: 32}
+
+
+class GridPosterior(NeuralPosterior):
+    r"""Posterior p(θ|x) on a regular grid over the prior's box, from a trained NRE or NPE estimator.
+
+    The grid has ``resolution[k]`` cells along axis ``k``; the density is evaluated at the cell
+    centres and normalised so that ``Σ p(θ_i) · cell_volume = 1``. :meth:`sample` draws a cell by its
+    mass and a uniform point inside it (a draw from the piecewise-constant approximation);
+    :meth:`log_prob` evaluates the estimator at θ itself and subtracts the grid's log-normaliser.
+    Several observations ``x`` of shape ``(n, C, H, W)`` passed to :meth:`log_prob`/:meth:`sample`
+    are i.i.d. trials of one θ (sbi's convention; ratio estimators only); :meth:`sample_batched`
+    treats them as independent observations. The θ-side features of the grid and the default x are
+    cached at construction/``set_default_x``: build a new ``GridPosterior`` after training further.
+
+    Args:
+        estimator: The trained estimator: sbi's ``RatioEstimator`` (NRE_A/B/C, BNRE) or an NPE flow
+            (``ZukoFlow`` or ``NFlowsFlow``).
+        prior: The prior used for training; its support must be a finite box in ``d <= 3``.
+        resolution: Cells per axis (an int for all, or one per axis); default 1000/100/32 for
+            d = 1/2/3.
+        x_o: Optional default observation (see :meth:`set_default_x`).
+        max_rows: Most (θ, x) rows sent through the head at once (bounds memory).
+
+    Raises:
+        TypeError: If ``estimator`` is not a ratio estimator or a zuko/nflows flow.
+        ValueError: If the prior is not a finite box, ``d > 3``, or ``resolution`` is bad.
+    """
+
+    def __init__(
+        self,
+        estimator: nn.Module,
+        prior: Distribution,
+        *,
+        resolution: int | Sequence[int] | None = None,
+        x_o: Tensor | None = None,
+        max_rows: int = 2**17,
+    ) -> None:
+        if isinstance(estimator, RatioEstimator):
+            self.kind = "ratio"
+        elif isinstance(estimator, (ZukoFlow, NFlowsFlow)):
+            self.kind = "flow"
+        else:
+            raise TypeError(
+                f"GridPosterior needs a RatioEstimator (NRE_A/B/C, BNRE) or a ZukoFlow/NFlowsFlow (NPE), "
+                f"got {type(estimator).__name__}"
+            )
+        low, high = box_bounds(prior)
+        d = low.numel()
+        if d > 3:
+            raise ValueError(f"GridPosterior supports θ of dimension <= 3, the prior has d = {d}")
+        if tuple(estimator.input_shape) != (d,):
+            raise ValueError(
+                f"the estimator's θ shape {tuple(estimator.input_shape)} does not match the prior's ({d},)"
+            )
+        self.resolution = _resolution(resolution, d)
+        self.max_rows = int(max_rows)
+        device = next(estimator.parameters()).device
+        self.estimator = estimator.eval()
+        potential_cls = RatioBasedPotential if self.kind == "ratio" else PosteriorBasedPotential
+        super().__init__(potential_cls(estimator, prior, None, device=str(device)), device=str(device))
+        self.prior = prior
+        self.x_shape = tuple(int(s) for s in estimator.condition_shape)
+        self.low, self.high = low.to(device), high.to(device)
+        self.cell_width = (self.high - self.low) / torch.tensor(self.resolution, device=device)
+        self.log_cell_volume = float(self.cell_width.log().sum())
+        axes = [
+            self.low[k] + (torch.arange(n, device=device) + 0.5) * self.cell_width[k]
+            for k, n in enumerate(self.resolution)
+        ]
+        self.axes = axes
+        self.grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, d)
+        with torch.no_grad():
+            self._grid_features = estimator.embedding_net_theta(self.grid) if self.kind == "ratio" else None
+            self._grid_prior = prior.log_prob(self.grid).to(device) if self.kind == "ratio" else None
+        self._memo: tuple[Tensor, dict[str, Tensor]] | None = None
+        self._default: dict[str, Tensor] | None = None
+        self._purpose = f"Grid of {'x'.join(map(str, self.resolution))} cells over the prior's box ({self.kind})."
+        if x_o is not None:
+            self.set_default_x(x_o)
+
+    # -- observations ------------------------------------------------------------------------
+    def set_default_x(self, x: Tensor) -> GridPosterior:
+        """Sets the default observation (``(C, H, W)`` or i.i.d. trials ``(n, C, H, W)``) and caches it.
+
+        Args:
+            x: The observation.
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            ValueError: If ``x`` has the wrong shape.
+        """
+        x = as_batched_x(x, self.x_shape).to(self._device)
+        self._default = self._evaluate(x)
+        self._x = x
+        self._map = None
+        return self
+
+    def _state(self, x: Tensor | None) -> dict[str, Tensor]:
+        if x is None:
+            if self._default is None:
+                raise ValueError("no x given and no default x set: pass x=... or call set_default_x(x)")
+            return self._default
+        x = as_batched_x(x, self.x_shape).to(self._device)
+        if self._memo is not None and self._memo[0].shape == x.shape and torch.equal(self._memo[0], x):
+            return self._memo[1]
+        state = self._evaluate(x)
+        self._memo = (x, state)
+        return state
+
+    def _evaluate(self, x: Tensor) -> dict[str, Tensor]:
+        if self.kind == "flow" and x.shape[0] > 1:
+            raise ValueError(
+                f"an NPE posterior conditions on one observation, got x of shape {tuple(x.shape)}; "
+                "use sample_batched for many observations"
+            )
+        emb = self._embed(x)
+        unnorm = self._unnormalised(self.grid, emb, grid=True)
+        log_z = torch.logsumexp(unnorm, 0)
+        return {"emb": emb, "log_mass": unnorm - log_z, "log_norm": log_z + self.log_cell_volume}
+
+    @torch.no_grad()
+    def _embed(self, x: Tensor) -> Tensor:
+        if self.kind == "ratio":
+            net = self.estimator.embedding_net_x
+        elif isinstance(self.estimator, ZukoFlow):
+            net = self.estimator.embedding_net
+        else:
+            net = self.estimator.net._embedding_net
+        return torch.cat([net(chunk) for chunk in x.split(256)])
+
+    @torch.no_grad()
+    def _unnormalised(self, theta: Tensor, emb: Tensor, *, grid: bool = False) -> Tensor:
+        """Unnormalised log posterior at θ ``(T, d)`` for embedded x ``(n_trials, F)``."""
+        est, out = self.estimator, []
+        for start in range(0, theta.shape[0], max(1, self.max_rows)):
+            th = theta[start : start + self.max_rows]
+            if self.kind == "ratio":
+                feat = self._grid_features[start : start + len(th)] if grid else est.embedding_net_theta(th)
+                log_r = sum(est.net(torch.cat([feat, e.expand(len(th), -1)], -1)).squeeze(-1) for e in emb)
+                prior = self._grid_prior[start : start + len(th)] if grid else self.prior.log_prob(th)
+                out.append(log_r + prior)
+            elif isinstance(est, ZukoFlow):
+                out.append(est.net(emb[:1]).log_prob(th))
+            else:
+                ctx = emb[:1].expand(len(th), -1)
+                noise, logabsdet = est.net._transform(th, context=ctx)
+                out.append(est.net._distribution.log_prob(noise, context=ctx) + logabsdet)
+        return torch.cat(out)
+
+    # -- densities ---------------------------------------------------------------------------
+    def grid_log_prob(self, x: Tensor | None = None) -> Tensor:
+        """Log density at the grid points :attr:`grid` (shape ``(G,)``), normalised over the box.
+
+        Args:
+            x: Observation; default :attr:`default_x`.
+
+        Returns:
+            ``log p(θ_i | x)`` for every cell centre ``θ_i``.
+        """
+        state = self._state(x)
+        return state["log_mass"] - self.log_cell_volume
+
+    def log_prob(self, theta: Tensor, x: Tensor | None = None, **kwargs: object) -> Tensor:
+        """Normalised log density of θ (the estimator at θ minus the grid's log-normaliser).
+
+        Args:
+            theta: ``(n, d)`` or ``(d,)`` inside the prior's support.
+            x: Observation; default :attr:`default_x`.
+            **kwargs: Only sbi's ``track_gradients=False`` is accepted.
+
+        Returns:
+            Log densities of shape ``(n,)``.
+
+        Raises:
+            ValueError: θ of the wrong shape/dtype or outside the support; x of the wrong shape.
+            TypeError: Unknown keyword arguments.
+        """
+        _accept_only(kwargs, "track_gradients", "log_prob")
+        theta = check_theta(theta, self.low.cpu(), self.high.cpu()).to(self._device)
+        state = self._state(x)
+        return self._unnormalised(theta, state["emb"]) - state["log_norm"]
+
+    def potential(self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False) -> Tensor:
+        """sbi's (unnormalised, re-embedding) potential, with ``x`` accepted with or without batch dim."""
+        x = None if x is None else as_batched_x(x, self.x_shape).to(self._device)
+        return super().potential(theta, x, track_gradients=track_gradients)
+
+    def marginals(self, x: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """One-dimensional marginal densities on the grid axes.
+
+        Args:
+            x: Observation; default :attr:`default_x`.
+
+        Returns:
+            Per parameter ``(axis, density)``: cell centres ``(n_k,)`` and the marginal density there.
+        """
+        mass = self._state(x)["log_mass"].exp().reshape(self.resolution)
+        d = len(self.resolution)
+        out = []
+        for k in range(d):
+            others = tuple(j for j in range(d) if j != k)
+            marginal = mass.sum(dim=others) if others else mass  # sum(dim=()) would reduce everything
+            out.append((self.axes[k], marginal / self.cell_width[k]))
+        return out
+
+    def credible_interval(self, level: float = 0.9, x: Tensor | None = None) -> Tensor:
+        """Equal-tailed marginal credible intervals (exact for the piecewise-constant density).
+
+        Args:
+            level: Probability mass inside each interval, in ``(0, 1)``.
+            x: Observation; default :attr:`default_x`.
+
+        Returns:
+            ``(d, 2)`` tensor of ``[lower, upper]`` per parameter.
+
+        Raises:
+            ValueError: If ``level`` is not in ``(0, 1)``.
+        """
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level={level!r}: must be in (0, 1)")
+        tail = (1.0 - float(level)) / 2
+        out = []
+        for k, (_, dens) in enumerate(self.marginals(x)):
+            mass = dens.double() / dens.double().sum()
+            cdf = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
+            bounds = []
+            for q in (tail, 1.0 - tail):
+                i = int(torch.searchsorted(cdf, torch.tensor([q], dtype=cdf.dtype)).clamp(1, len(mass))) - 1
+                frac = (q - float(cdf[i])) / max(float(mass[i]), 1e-300)
+                bounds.append(float(self.low[k]) + (i + min(max(frac, 0.0), 1.0)) * float(self.cell_width[k]))
+            out.append(bounds)
+        return torch.tensor(out, dtype=torch.float32)
+
+    def map(self, x: Tensor | None = None, **kwargs: object) -> Tensor:  # type: ignore[override]
+        """The grid cell centre with the highest density (MAP to within half a cell).
+
+        Args:
+            x: Observation; default :attr:`default_x`.
+            **kwargs: sbi's optimiser options are not used; none are accepted.
+
+        Returns:
+            θ of shape ``(d,)``.
+        """
+        _accept_only(kwargs, "show_progress_bars", "map")
+        return self.grid[int(self._state(x)["log_mass"].argmax())].clone()
+
+    # -- sampling ----------------------------------------------------------------------------
+    def sample(
+        self, sample_shape: Sequence[int] | torch.Size = (), x: Tensor | None = None, show_progress_bars: bool = False
+    ) -> Tensor:
+        """Draws θ ~ p(θ|x): a cell by its mass (inverse CDF), then a uniform point inside it.
+
+        Args:
+            sample_shape: Shape of the batch of draws.
+            x: Observation; default :attr:`default_x`.
+            show_progress_bars: Accepted for sbi compatibility; there is nothing to show.
+
+        Returns:
+            Samples of shape ``(*sample_shape, d)``.
+        """
+        shape = torch.Size(sample_shape)
+        idx = _draw(self._state(x)["log_mass"][None], shape.numel())[0]
+        return self._cells_to_theta(idx).reshape(*shape, -1)
+
+    def sample_batched(
+        self, sample_shape: Sequence[int] | torch.Size, x: Tensor, show_progress_bars: bool = False, **kwargs: object
+    ) -> Tensor:
+        """Samples the posteriors of a batch of independent observations (sbi's contract).
+
+        Args:
+            sample_shape: Draws per observation.
+            x: Observations ``(B, C, H, W)`` (a single ``(C, H, W)`` counts as ``B = 1``).
+            show_progress_bars: Accepted for sbi compatibility; there is nothing to show.
+            **kwargs: None are accepted (sbi's sampler options do not apply).
+
+        Returns:
+            Samples of shape ``(*sample_shape, B, d)``.
+        """
+        _accept_only(kwargs, None, "sample_batched")
+        x = as_batched_x(x, self.x_shape).to(self._device)
+        shape = torch.Size(sample_shape)
+        emb = self._embed(x)
+        log_mass = torch.stack([self._unnormalised(self.grid, e[None], grid=True) for e in emb])
+        idx = _draw(log_mass, shape.numel())  # (B, N)
+        theta = self._cells_to_theta(idx.reshape(-1)).reshape(x.shape[0], shape.numel(), -1)
+        return theta.transpose(0, 1).reshape(*shape, x.shape[0], -1)
+
+    def _cells_to_theta(self, idx: Tensor) -> Tensor:
+        coords, rest = [], idx
+        for n in reversed(self.resolution):
+            coords.append(rest % n)
+            rest = torch.div(rest, n, rounding_mode="floor")
+        cell = torch.stack(coords[::-1], dim=-1).to(self.low.dtype)
+        jitter = torch.rand(cell.shape, device=cell.device)
+        return self.low + (cell + jitter) * self.cell_width
+
+
+def _draw(log_mass: Tensor, n: int) -> Tensor:
+    """Indices ``(B, n)`` of cells drawn with probabilities ``softmax(log_mass)`` per row."""
+    if n == 0:
+        return torch.empty((log_mass.shape[0], 0), dtype=torch.long, device=log_mass.device)
+    probs = torch.softmax(log_mass.double(), dim=-1)
+    cdf = probs.cumsum(-1)
+    u = torch.rand((log_mass.shape[0], n), dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).clamp_(max=log_mass.shape[-1] - 1)
+
+
+def _resolution(resolution: int | Sequence[int] | None, d: int) -> tuple[int, ...]:
+    if resolution is None:
+        return (DEFAULT_RESOLUTION[d],) * d
+    res = (resolution,) * d if isinstance(resolution, int) else tuple(resolution)
+    if len(res) != d or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in res):
+        raise ValueError(f"resolution must be an integer >= 1 or {d} of them, got {resolution!r}")
+    if math.prod(res) > 2**24:
+        raise ValueError(f"resolution {res} gives {math.prod(res)} cells; at most 2**24 are supported")
+    return res
+
+
+def _accept_only(kwargs: dict[str, object], allowed: str | None, where: str) -> None:
+    bad = sorted(k for k in kwargs if k != allowed)
+    if bad:
+        raise TypeError(f"{where}() got unexpected keyword arguments {bad}")
