@@ -44,7 +44,9 @@ def main() -> None:
             ax.set_title(title)
         for a, marker in ((0, "x"), (1, "+")):
             v = vortex_positions(s, p, cfg, component=a)
-            axes[2].scatter(v[:, 0], v[:, 1], marker=marker, c="w", s=25, label=f"windings ψ{a + 1}: {int(v[:, 2].sum())}")
+            axes[2].scatter(
+                v[:, 0], v[:, 1], marker=marker, c="w", s=25, label=f"windings ψ{a + 1}: {int(v[:, 2].sum())}"
+            )
         axes[2].legend(loc="upper right", fontsize=7, framealpha=0.4)
         fig.suptitle(
             f"η = {eta}, B = 0.08 (Nφ = 13), t = {cfg.t_final:g}: {ls.regime} "

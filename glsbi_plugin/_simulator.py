@@ -186,7 +186,12 @@ class TDGLSimulator:
         out = to_torch(x)
         bad = ~torch.isfinite(out).flatten(1).all(1)
         if bad.any():
-            logger.warning("%d of %d simulations returned non-finite values (θ rows %s)", int(bad.sum()), n, bad.nonzero().flatten()[:5].tolist())
+            logger.warning(
+                "%d of %d simulations returned non-finite values (θ rows %s)",
+                int(bad.sum()),
+                n,
+                bad.nonzero().flatten()[:5].tolist(),
+            )
         return out
 
     @functools.cached_property
@@ -198,7 +203,9 @@ class TDGLSimulator:
             key = jax.random.key(seed)
             k_sim, k_meas = jax.random.split(key)
             state = _simulate(p, k_sim, cfg)
-            return observe(state, p.astype(cfg.real_dtype), cfg, channels, measurement=meas, key=k_meas).astype(jnp.float32)
+            return observe(state, p.astype(cfg.real_dtype), cfg, channels, measurement=meas, key=k_meas).astype(
+                jnp.float32
+            )
 
         return jax.jit(jax.vmap(one))
 

@@ -28,7 +28,9 @@ def random_state(cfg: TDGLConfig, seed: int = 0, amp_a: float = 0.3) -> State:
     nx, ny = cfg.shape
     shape = (cfg.components, nx, ny)
     psi = rng.normal(size=shape) + 1j * rng.normal(size=shape)
-    return State(jnp.asarray(psi), jnp.asarray(amp_a * rng.normal(size=(nx, ny))), jnp.asarray(amp_a * rng.normal(size=(nx, ny))))
+    return State(
+        jnp.asarray(psi), jnp.asarray(amp_a * rng.normal(size=(nx, ny))), jnp.asarray(amp_a * rng.normal(size=(nx, ny)))
+    )
 
 
 def params_for(components: int, field: float = 0.9):

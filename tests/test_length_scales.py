@@ -29,7 +29,9 @@ def test_ground_state_minimises_the_potential(eta, nu):
     def V(r):
         return np.sum(a * r**2 + 0.5 * b * r**4) - 2 * abs(eta) * r[0] * r[1] + nu * r[0] ** 2 * r[1] ** 2
 
-    best = min((minimize(V, x0, bounds=[(0, None)] * 2, tol=1e-14) for x0 in ([1, 1], [2, 0.1], [0.1, 2])), key=lambda r: r.fun)
+    best = min(
+        (minimize(V, x0, bounds=[(0, None)] * 2, tol=1e-14) for x0 in ([1, 1], [2, 0.1], [0.1, 2])), key=lambda r: r.fun
+    )
     np.testing.assert_allclose(length_scales(p).u, best.x, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(ground_state(p)), best.x, rtol=1e-4, atol=1e-6)
 

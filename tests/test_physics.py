@@ -71,7 +71,9 @@ def test_meissner_profile_decays_with_lambda():
     sites: x is measured from there, and the slab is L = nx·h wide."""
     e, h, H = 0.25, 0.5, 0.01
     nx = 64
-    cfg = TDGLConfig(shape=(nx, 4), h=h, dt=0.05, components=1, boundary=("open", "periodic"), thermal=False, dtype="float64")
+    cfg = TDGLConfig(
+        shape=(nx, 4), h=h, dt=0.05, components=1, boundary=("open", "periodic"), thermal=False, dtype="float64"
+    )
     p = presets.single_component(K=0.5, alpha=-1.0, beta=1.0, field=H, e=e, sigma=25.0)
     lam = length_scales(p).lam
     assert lam == pytest.approx(4.0)

@@ -35,8 +35,10 @@ def test_numpy_reference_step_agrees(boundary, dtype, tol, gauge):
     s = State(jnp.asarray(psi, cfg.complex_dtype), jnp.asarray(a_x, cfg.real_dtype), jnp.asarray(a_y, cfg.real_dtype))
     step = jax.jit(euler_step, static_argnames="cfg")
     new = step(s, p.astype(cfg.real_dtype), cfg=cfg, noise=jnp.asarray(noise, cfg.real_dtype))
-    ref = NumpyTDGL(cfg).step(np.asarray(s.psi, np.complex128), np.asarray(s.a_x, float), np.asarray(s.a_y, float), p, noise)
-    for got, want in zip((new.psi, new.a_x, new.a_y), ref):
+    ref = NumpyTDGL(cfg).step(
+        np.asarray(s.psi, np.complex128), np.asarray(s.a_x, float), np.asarray(s.a_y, float), p, noise
+    )
+    for got, want in zip((new.psi, new.a_x, new.a_y), ref, strict=True):
         np.testing.assert_allclose(np.asarray(got), want, atol=tol * max(1.0, np.abs(want).max()))
 
 
@@ -73,7 +75,9 @@ def test_batch_equals_single_runs_and_compiles_once():
 
 def test_parameters_change_the_image():
     cfg = TDGLConfig(shape=(16, 16), steps=200)
-    imgs = [observe(simulate(presets.type15(eta=eta, field=0.4), jax.random.key(0), cfg), None, cfg) for eta in (0.0, 0.4)]
+    imgs = [
+        observe(simulate(presets.type15(eta=eta, field=0.4), jax.random.key(0), cfg), None, cfg) for eta in (0.0, 0.4)
+    ]
     assert float(jnp.abs(imgs[0] - imgs[1]).mean()) > 0.05
 
 

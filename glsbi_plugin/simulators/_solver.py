@@ -219,8 +219,6 @@ def shard_batch(*trees: object) -> tuple[object, ...]:
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> State:
-    n = keys.shape[0]
-    params = broadcast_params(params, n)
     return jax.vmap(lambda p, k: _simulate(p, k, cfg))(params, keys)
 
 
