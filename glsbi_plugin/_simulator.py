@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ from sbi.utils import BoxUniform
 from torch import Tensor
 
 from .bridge import to_torch
-from .simulators import CHANNELS, PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_params, observe, presets
+from .simulators import PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_channels, check_params, observe, presets
 from .simulators._solver import _simulate, broadcast_params, shard_batch
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,8 @@ class TDGLSimulator:
         low, high: Bounds of θ (the prior's support); θ outside is refused.
         channels: Observed channels (see :func:`glsbi_plugin.simulators.observe`).
         measurement: Optional instrument model (blur, down-sampling, noise).
-        batch_size: Simulations per vmapped JAX call (the last batch is padded, so every call
-            reuses one compiled program).
+        batch_size: Simulations per vmapped JAX call. Smaller requests and the last batch are
+            padded to a power of two (at most ``log2(batch_size) + 1`` compiled programs).
     """
 
     config: TDGLConfig
@@ -120,14 +121,10 @@ class TDGLSimulator:
             raise ValueError(f"low/high need {len(self.names)} entries, one per name in {self.names}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
-        allowed = [c for c in CHANNELS if self.config.components == 2 or not c.endswith("2")]
-        bad = [c for c in self.channels if c not in allowed]
-        if bad or not self.channels:
-            raise ValueError(f"channels={self.channels}: each must be one of {allowed}")
+        check_channels(self.channels, self.config.components)
         # the whole box must be simulable: check its corners (dt bound, Nφ >= 1, finite values)
-        for corner in ((self.low, self.high), (self.high, self.low)):
-            for values in corner:
-                check_params(self.base.replace(**dict(zip(self.names, values, strict=True))), self.config)
+        for values in itertools.product(*zip(self.low, self.high, strict=True)):
+            check_params(self.base.replace(**dict(zip(self.names, values, strict=True))), self.config)
 
     # -- shapes -----------------------------------------------------------------------------
     @property
@@ -162,8 +159,16 @@ class TDGLSimulator:
             seeds = np.random.SeedSequence(int(seed)).generate_state(n, dtype=np.uint32).astype(np.int64) & 0x7FFFFFFF
         return self.simulate_seeds(theta, seeds)
 
-    def simulate_seeds(self, theta: Tensor | np.ndarray, seeds: Sequence[int] | np.ndarray) -> Tensor:
-        """Simulate ``theta[i]`` with integer seed ``seeds[i]`` (the reproducible primitive)."""
+    def simulate_seeds(
+        self, theta: Tensor | np.ndarray, seeds: Sequence[int] | np.ndarray, *, shard: bool = True
+    ) -> Tensor:
+        """Simulate ``theta[i]`` with integer seed ``seeds[i]`` (the reproducible primitive).
+
+        The same θ row and seed give the same image to float rounding. Bit for bit, XLA's result
+        also depends on the vmapped width each device computes: ``shard=False`` keeps every batch
+        on one device (width = the padded batch), which is what makes a simulation bank
+        bit-identical across processes and machines with different core counts.
+        """
         theta_t = self.check_theta(theta if isinstance(theta, Tensor) else torch.as_tensor(theta))
         seeds = np.asarray(seeds, dtype=np.int64)
         n = theta_t.shape[0]
@@ -172,7 +177,8 @@ class TDGLSimulator:
         if n == 0:
             return torch.empty((0, *self.x_shape), dtype=torch.float32)
         th = theta_t.detach().cpu().numpy().astype(np.float32)
-        b = min(self.batch_size, n)
+        # widths are powers of two up to batch_size: at most log2(batch_size) + 1 compilations
+        b = min(self.batch_size, 1 << (n - 1).bit_length())
         outs = []
         for start in range(0, n, b):
             chunk, sd = th[start : start + b], seeds[start : start + b]
@@ -180,10 +186,11 @@ class TDGLSimulator:
             if m < b:  # pad: one compiled program for every batch
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - m, 0)])
                 sd = np.concatenate([sd, np.repeat(sd[-1:], b - m)])
-            x = self._run(*shard_batch(jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32)))
+            inputs = (jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32))
+            x = self._run(*(shard_batch(*inputs) if shard else inputs))
             outs.append(x[:m])
         x = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
-        out = to_torch(x)
+        out = to_torch(x).cpu()  # sbi's contract: x on the host, like θ (a no-op on CPU)
         bad = ~torch.isfinite(out).flatten(1).all(1)
         if bad.any():
             logger.warning(

@@ -101,13 +101,10 @@ def _run_simulate(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .simulators import CHANNELS, check_params, observe, presets, vortex_positions
+    from .simulators import check_channels, check_params, observe, presets, vortex_positions
 
     cfg = _config(args)
-    allowed = [c for c in CHANNELS if cfg.components == 2 or not c.endswith("2")]
-    bad = [c for c in args.channels if c not in allowed]
-    if bad:
-        raise UsageError(f"--channels {' '.join(bad)}: each must be one of {' '.join(allowed)}")
+    check_channels(args.channels, cfg.components)
     params = presets.type15(eta=args.eta, field=args.field)
     check_params(params, cfg)
     if not args.out.parent.is_dir():

@@ -83,3 +83,17 @@ def test_bad_theta_names_the_problem(sim):
         make_simulator(("eta", "mass"), config=CFG)
     with pytest.raises(ValueError, match="N_phi = 0"):
         make_simulator(config=CFG, bounds={"field": (0.001, 0.4)})
+
+
+def test_every_corner_of_the_prior_box_is_checked():
+    """(η = 0.3, e = 0.36) alone violates the explicit-Euler bound for A at dt = 0.08 (σ = 10)."""
+    with pytest.raises(ValueError, match="bound for A"):
+        make_simulator(("eta", "e"), config=CFG, bounds={"eta": (0.0, 0.3), "e": (0.36, 0.7), "field": (0.1, 0.4)})
+
+
+def test_small_batches_reuse_power_of_two_programs(sim):
+    theta = make_prior(bounds=BOUNDS).sample((4,))
+    sim._run._clear_cache()
+    for n in (1, 2, 3, 4, 3, 2, 1):
+        assert sim(theta[:n], seed=0).shape[0] == n
+    assert sim._run._cache_size() == 3  # widths 1, 2, 4

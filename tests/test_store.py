@@ -70,7 +70,8 @@ def test_attributes_and_pure_chunks(ref, sim, tmp_path):
     # stored rows are the simulator's output for the stored θ and seeds at the bank's width
     theta, seeds = ref.chunk_inputs(1)
     assert np.array_equal(ref.group["theta"][8:16], theta) and np.array_equal(ref.group["seeds"][8:16], seeds)
-    assert np.array_equal(ref.group["x"][8:16], sim.simulate_seeds(torch.from_numpy(theta), seeds).numpy())
+    x_chunk = sim.simulate_seeds(torch.from_numpy(theta), seeds, shard=False).numpy()  # as the bank does
+    assert np.array_equal(ref.group["x"][8:16], x_chunk)
 
 
 def test_resume_and_any_order_are_bit_identical(ref, sim, tmp_path):
@@ -284,3 +285,11 @@ def test_read_only_directory(sim, tmp_path):
 
 def test_bank_dir_keeps_no_stray_files_after_normal_fill(ref):
     assert not list(Path(ref.path).rglob("*.partial"))
+
+
+def test_create_exist_ok_without_seed_reopens(sim, tmp_path):
+    bank = SimulationBank.create(tmp_path / "b.zarr", sim, 16, chunk_size=K)
+    again = SimulationBank.create(tmp_path / "b.zarr", sim, 16, chunk_size=K, exist_ok=True)
+    assert again.seed == bank.seed
+    with pytest.raises(ValueError, match="seed"):
+        SimulationBank.create(tmp_path / "b.zarr", sim, 16, chunk_size=K, seed=bank.seed + 1, exist_ok=True)

@@ -14,7 +14,16 @@ from ._checks import check_params, stability_bounds
 from ._config import PARAM_NAMES, TDGLConfig, TDGLConfigError, TDGLParams, flux_quanta
 from ._lattice import State, forces, free_energy, gauge_transform, theta
 from ._length_scales import LengthScales, ground_state, hc2_lattice, length_scales
-from ._observables import CHANNELS, Measurement, densities, field_map, observe, vortex_positions, winding
+from ._observables import (
+    CHANNELS,
+    Measurement,
+    check_channels,
+    densities,
+    field_map,
+    observe,
+    vortex_positions,
+    winding,
+)
 from ._solver import euler_step, initial_state, integrate, simulate, simulate_batch
 
 __all__ = [
@@ -35,6 +44,7 @@ __all__ = [
     "hc2_lattice",
     "length_scales",
     "CHANNELS",
+    "check_channels",
     "Measurement",
     "densities",
     "field_map",

@@ -64,8 +64,7 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
     Raises:
         TDGLConfigError: (a ``ValueError``) for NaN/inf, non-positive K, β, Γ, e, σ, negative T,
             a component axis that does not match ``cfg.components``, an explicit Euler step above
-            :math:`\min(\Gamma_a h^2/4K_a,\ \sigma e^2 h^2/4)`, or a torus field with
-            :math:`N_\phi = 0`.
+            the bounds of :func:`stability_bounds`, or a torus field with :math:`N_\phi = 0`.
     """
     v = _concrete(params)
     if v is None:

@@ -27,6 +27,15 @@ from ._length_scales import ground_state
 CHANNELS = ("rho1", "rho2", "bz", "winding1", "winding2")
 
 
+def check_channels(channels: Sequence[str], components: int) -> tuple[str, ...]:
+    """The channels as a tuple, or a ValueError listing the allowed ones for ``components``."""
+    allowed = [c for c in CHANNELS if components == 2 or not c.endswith("2")]
+    bad = [c for c in channels if c not in allowed]
+    if bad or not channels:
+        raise ValueError(f"channels={tuple(channels)!r}: each must be one of {allowed}")
+    return tuple(channels)
+
+
 def densities(state: State) -> jax.Array:
     r""":math:`\rho_a = |\psi_a|^2`, shape ``(components, nx, ny)``."""
     return jnp.real(state.psi) ** 2 + jnp.imag(state.psi) ** 2
@@ -85,8 +94,8 @@ class Measurement:
         psf_sigma: Gaussian point-spread width in length units (0: none); applied by FFT, i.e.
             periodically, as befits the torus.
         downsample: Integer factor of block averaging (1: none); must divide the grid.
-        noise_std: Standard deviation of additive Gaussian noise, in units of each channel's
-            ground-state scale (0: none). Needs a ``key``.
+        noise_std: Standard deviation of additive Gaussian noise, in the image's own units
+            (0: none). Needs a ``key``.
     """
 
     psf_sigma: float = 0.0
@@ -140,10 +149,7 @@ def observe(
         key: PRNG key for the measurement noise.
         threshold: Winding mask threshold (see :func:`winding`).
     """
-    bad = [c for c in channels if c not in CHANNELS or (cfg.components == 1 and c.endswith("2"))]
-    if bad or not channels:
-        allowed = [c for c in CHANNELS if cfg.components == 2 or not c.endswith("2")]
-        raise ValueError(f"channels={tuple(channels)!r}: each must be one of {allowed}")
+    check_channels(channels, cfg.components)
     rho = densities(state)
     out = []
     wind = None

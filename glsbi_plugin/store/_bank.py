@@ -125,18 +125,21 @@ class SimulationBank(BankReader):
         """
         n, chunk_size = check_count("n", n), check_count("chunk_size", chunk_size)
         batch_size = chunk_size if batch_size is None else check_count("batch_size", batch_size)
-        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_count("seed", seed, 0)
+        seed = None if seed is None else check_count("seed", seed, 0)
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             if not exist_ok:
                 raise ValueError(f"{path} already exists; open it with SimulationBank.open (or pass exist_ok=True)")
             bank = cls.open(path, simulator)
-            want = {"n": n, "chunk_size": chunk_size, "seed": seed, "batch_size": batch_size}
+            given_seed = bank.seed if seed is None else seed  # no seed given: any recorded one will do
+            want = {"n": n, "chunk_size": chunk_size, "seed": given_seed, "batch_size": batch_size}
             have = {"n": bank.n, "chunk_size": bank.chunk_size, "seed": bank.seed, "batch_size": bank.batch_size}
             bad = [f"{k}: {have[k]} (bank) vs {want[k]} (given)" for k in want if have[k] != want[k]]
             if bad:
                 raise ValueError(f"existing bank {path} differs: " + "; ".join(bad))
             return bank
+        if seed is None:  # a fresh random bank seed, recorded in the bank
+            seed = int(np.random.SeedSequence().entropy % 2**63)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -319,7 +322,8 @@ class SimulationBank(BankReader):
         import torch
 
         theta, seeds = self.chunk_inputs(chunk)  # always a full chunk: one compiled width
-        x = self.simulator.simulate_seeds(torch.from_numpy(theta), seeds).numpy()
+        # one device per chunk: bit-identical whatever the process's device count (see simulate_seeds)
+        x = self.simulator.simulate_seeds(torch.from_numpy(theta), seeds, shard=False).numpy()
         k = self.chunk_len(chunk)
         self._write_chunk(chunk, theta[:k], seeds[:k], np.ascontiguousarray(x[:k]))
         return True

@@ -21,15 +21,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: XLA flags for local workers: one intra-op thread per single-threaded worker process.
-WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+#: XLA flags for local workers: one CPU device and no Eigen thread pool per single-threaded worker
+#: process (the parent's one-device-per-core flag from ``glsbi_plugin._env`` is replaced).
+WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_force_host_platform_device_count=1"
 
 
 def worker_env() -> dict[str, str]:
-    """Environment for ``LocalCluster`` workers (keeps any XLA flags already set)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads" not in flags:
-        flags = f"{flags} {WORKER_XLA_FLAGS}".strip()
+    """Environment for ``LocalCluster`` workers (keeps the parent's other XLA flags)."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(
+        ("--xla_force_host_platform_device_count", "--xla_cpu_multi_thread_eigen"))]
+    flags = " ".join([*kept, WORKER_XLA_FLAGS])
     return {
         "XLA_FLAGS": flags,
         "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false"),
@@ -102,7 +103,11 @@ def _connect(scheduler: Any, n_workers: int) -> tuple[Any, list[Any]]:
             env=worker_env(),
             silence_logs=logging.WARNING,
         )
-        client = Client(cluster)
+        try:
+            client = Client(cluster)
+        except Exception:
+            cluster.close()
+            raise
         return client, [client, cluster]
     try:
         client = Client(scheduler, timeout="20s")
