@@ -293,3 +293,12 @@ def test_create_exist_ok_without_seed_reopens(sim, tmp_path):
     assert again.seed == bank.seed
     with pytest.raises(ValueError, match="seed"):
         SimulationBank.create(tmp_path / "b.zarr", sim, 16, chunk_size=K, seed=bank.seed + 1, exist_ok=True)
+
+
+def test_loader_reshuffles_every_epoch_in_worker_processes(ref):
+    kw = {"fractions": (1.0, 0.0, 0.0), "by": "sample"}
+    loader = ref.loader(4, split="train", shuffle=True, seed=3, num_workers=1, **kw)
+    torch.manual_seed(0)
+    epochs = [torch.cat([t for t, _ in loader]) for _ in range(2)]
+    assert sorted(epochs[0].tolist()) == sorted(epochs[1].tolist())  # the same samples
+    assert not torch.equal(epochs[0], epochs[1])  # in a new order

@@ -280,19 +280,23 @@ class BankReader:
         idx = self._select(split, **split_kwargs)
         shuffle = (split == "train") if shuffle is None else shuffle
         ds = _ChunkDataset(str(self.path), idx, self.chunk_size, int(batch_size), shuffle, seed, drop_last)
-        return DataLoader(ds, batch_size=None, num_workers=num_workers)
+        # spawned workers: forking a process that runs JAX's threads can deadlock
+        context = "spawn" if num_workers else None
+        return DataLoader(ds, batch_size=None, num_workers=num_workers, multiprocessing_context=context)
 
 
 def _read_rows(group: zarr.Group, idx: np.ndarray, chunk_size: int, order: np.ndarray | None = None) -> Iterator:
     """Yield ``(theta, x)`` numpy blocks of the rows ``idx``, one chunk at a time."""
-    chunk_of = idx // chunk_size
-    chunks = np.unique(chunk_of) if order is None else order
+    idx = np.sort(idx)
+    chunks = np.unique(idx // chunk_size) if order is None else order
+    theta_arr, x_arr = group["theta"], group["x"]  # open the arrays once
     for c in chunks:
-        rows = idx[chunk_of == c]
+        lo, hi = np.searchsorted(idx, [c * chunk_size, (c + 1) * chunk_size])
+        rows = idx[lo:hi]
         if rows.size == 0:
             continue
-        s, e = int(rows.min()), int(rows.max()) + 1
-        yield group["theta"][s:e][rows - s], group["x"][s:e][rows - s]
+        s, e = int(rows[0]), int(rows[-1]) + 1
+        yield theta_arr[s:e][rows - s], x_arr[s:e][rows - s]
 
 
 class _ChunkDataset(IterableDataset):
@@ -313,12 +317,15 @@ class _ChunkDataset(IterableDataset):
         import torch
         from torch.utils.data import get_worker_info
 
-        rng = np.random.default_rng([self.seed, self.epoch])
+        info = get_worker_info()
+        # in worker processes ``self`` is a fresh copy each epoch (epoch stays 0): the loader's
+        # per-epoch base seed (``info.seed - info.id``, the same in every worker) varies instead
+        epoch = self.epoch if info is None else (info.seed - info.id) % 2**63
+        rng = np.random.default_rng([self.seed, epoch])
         self.epoch += 1
         chunks = np.unique(self.idx // self.chunk_size)
         if self.shuffle:
             chunks = rng.permutation(chunks)
-        info = get_worker_info()
         if info is not None:
             chunks = chunks[info.id :: info.num_workers]
         group = zarr.open_group(store=self.path, mode="r")
