@@ -196,7 +196,8 @@ def simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> Stat
 
     Scalar leaves of ``params`` may be unbatched (broadcast); the batch size is that of ``keys``.
     The batch is sharded over the default backend's devices when it divides evenly
-    (:func:`shard_batch`); results are identical either way."""
+    (:func:`shard_batch`); results agree to float rounding (the per-device width can change the
+    last bits)."""
     check_params(params, cfg)
     _check_dtype(cfg)
     params = broadcast_params(params, keys.shape[0])
