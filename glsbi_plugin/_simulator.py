@@ -28,6 +28,7 @@ import torch
 from sbi.utils import BoxUniform
 from torch import Tensor
 
+from ._validation import check_theta
 from .bridge import to_torch
 from .simulators import PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_channels, check_params, observe, presets
 from .simulators._solver import _simulate, broadcast_params, shard_batch
@@ -157,7 +158,7 @@ class TDGLSimulator:
             seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator, dtype=torch.int64).numpy()
         else:
             seeds = np.random.SeedSequence(int(seed)).generate_state(n, dtype=np.uint32).astype(np.int64) & 0x7FFFFFFF
-        return self.simulate_seeds(theta, seeds)
+        return self._simulate_checked(theta, seeds)
 
     def simulate_seeds(
         self, theta: Tensor | np.ndarray, seeds: Sequence[int] | np.ndarray, *, shard: bool = True
@@ -170,13 +171,16 @@ class TDGLSimulator:
         bit-identical across processes and machines with different core counts.
         """
         theta_t = self.check_theta(theta if isinstance(theta, Tensor) else torch.as_tensor(theta))
+        return self._simulate_checked(theta_t, seeds, shard)
+
+    def _simulate_checked(self, theta_t: Tensor, seeds: Sequence[int] | np.ndarray, shard: bool = True) -> Tensor:
         seeds = np.asarray(seeds, dtype=np.int64)
         n = theta_t.shape[0]
         if seeds.shape != (n,):
             raise ValueError(f"seeds must have shape ({n},), one per theta row; got {seeds.shape}")
         if n == 0:
             return torch.empty((0, *self.x_shape), dtype=torch.float32)
-        th = theta_t.detach().cpu().numpy().astype(np.float32)
+        th = theta_t.numpy()  # check_theta returned float32 on the CPU
         # widths are powers of two up to batch_size: at most log2(batch_size) + 1 compilations
         b = min(self.batch_size, 1 << (n - 1).bit_length())
         outs = []
@@ -225,27 +229,8 @@ class TDGLSimulator:
     # -- validation -------------------------------------------------------------------------
     def check_theta(self, theta: Tensor) -> Tensor:
         """θ as a ``(n, d)`` float32 CPU tensor, or a ValueError naming the expected shape/range."""
-        if not isinstance(theta, Tensor):
-            raise ValueError(f"theta must be a torch.Tensor of shape (n, {self.theta_dim}), got {type(theta).__name__}")
-        if not (theta.is_floating_point()):
-            raise ValueError(f"theta must be a floating tensor (float32), got dtype {theta.dtype}")
-        if theta.ndim == 1:
-            theta = theta[None]
-        d = self.theta_dim
-        if theta.ndim != 2 or theta.shape[1] != d:
-            raise ValueError(f"theta must have shape (n, {d}) for parameters {self.names}, got {tuple(theta.shape)}")
-        theta = theta.detach().to("cpu", torch.float32)
-        if not torch.isfinite(theta).all():
-            raise ValueError("theta contains NaN or inf")
         low, high = torch.tensor(self.low), torch.tensor(self.high)
-        outside = (theta < low) | (theta > high)
-        if outside.any():
-            row, col = (int(v) for v in outside.nonzero()[0])
-            raise ValueError(
-                f"theta[{row}, {col}] = {float(theta[row, col]):.6g} ({self.names[col]}) is outside the prior support "
-                f"[{self.low[col]:g}, {self.high[col]:g}]"
-            )
-        return theta
+        return check_theta(theta, low, high, names=self.names).cpu()
 
     def describe(self) -> dict[str, object]:
         """JSON-ready description (config, base parameters, names, bounds, channels)."""

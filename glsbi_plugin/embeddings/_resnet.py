@@ -280,9 +280,17 @@ class ResNetGAP(nn.Module):
         finite = torch.isfinite(x).flatten(1).all(dim=1)
         if not bool(finite.any()):
             raise ValueError(f"fit_standardization: none of the {x.shape[0]} images is entirely finite")
-        x = x[finite].to(torch.float64)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3)) if x[:, 0].numel() > 1 else torch.ones_like(mean)
+        # per-channel sums in float64, a block of images at a time (no float64 copy of the set)
+        total = torch.zeros(self.in_channels, dtype=torch.float64)
+        total_sq = torch.zeros(self.in_channels, dtype=torch.float64)
+        for block in x[finite].split(256):
+            b = block.to(torch.float64)
+            total += b.sum(dim=(0, 2, 3))
+            total_sq += b.square().sum(dim=(0, 2, 3))
+        count = int(finite.sum()) * x.shape[2] * x.shape[3]
+        mean = total / count
+        var = (total_sq - count * mean.square()).clamp_min(0.0) / max(count - 1, 1)
+        std = var.sqrt() if count > 1 else torch.ones_like(mean)
         std = torch.where(std > min_std, std, torch.full_like(std, min_std))  # also replaces NaN
         self.x_mean.copy_(mean)
         self.x_std.copy_(std)
