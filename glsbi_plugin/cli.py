@@ -1,4 +1,5 @@
-"""The ``glsbi`` command line: ``glsbi simulate``, ``glsbi bank create|fill|info``, ``glsbi quickstart``.
+"""The ``glsbi`` command line: ``glsbi simulate``, ``glsbi bank create|fill|info``, ``glsbi quickstart``,
+``glsbi demo``.
 
 Adding a subcommand: write a function that configures an ``argparse`` sub-parser and sets
 ``func`` (called with the parsed namespace, returning an exit code), and register it::
@@ -266,7 +267,8 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
 
     d = QuickstartSettings()
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
-                   help="output directory: bank.zarr, posterior.png, summary.json (default runs/quickstart)")
+                   help="output directory: bank.zarr, estimator.pt, posterior.png, summary.json "
+                        "(default runs/quickstart)")
     p.add_argument("--size", type=_int_at_least(8), default=d.size, help=f"grid side in sites (default {d.size})")
     p.add_argument("--steps", type=_int_at_least(1), default=d.steps,
                    help=f"time steps of dt = 0.08 (default {d.steps})")
@@ -310,8 +312,87 @@ def _run_quickstart(args: argparse.Namespace) -> int:
               f"{summary['test_coverage_90'][k]:.2f} (n = {summary['num_test']})")
     t = summary["timings"]
     print(f"  simulate {t['simulate_s']:.1f} s, train {t['train_s']:.1f} s, infer {t['infer_s'] * 1e3:.0f} ms")
-    print(f"wrote {args.out / 'posterior.png'} and {args.out / 'summary.json'}")
+    if summary.get("calibration"):
+        cal = summary["calibration"]["summary"]
+        ks = ", ".join(f"{p:.2g}" for p in cal["ks_pvalues"])
+        hpd = cal.get("coverage_90", {}).get("hpd")
+        print(f"  calibration ({t['calibrate_s']:.1f} s): SBC KS p = {ks}; joint 90% HPD coverage "
+              f"{'n/a' if hpd is None else f'{hpd:.2f}'}; TARP ATC {cal['tarp_atc']:+.3f}; figures "
+              f"{args.out / 'sbc_ranks.png'}, {args.out / 'coverage.png'}, {args.out / 'tarp.png'}")
+    print(f"wrote {args.out / 'posterior.png'}, {args.out / 'summary.json'} and {args.out / 'estimator.pt'}")
     return 0
+
+
+# -- glsbi demo -----------------------------------------------------------------------------
+@command("demo", help="interactive virtual lab: sliders for η and B, live vortex images, optional posterior")
+def _demo_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_int_at_least(8), default=None,
+                   help="grid side in sites (default 48; with --posterior: the posterior's, and only that)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None,
+                   help="time steps of dt = 0.08 (default 1000, t = 80; with --posterior: the posterior's)")
+    p.add_argument("--posterior", type=Path, default=None, metavar="PATH",
+                   help="trained estimator, e.g. runs/quickstart/estimator.pt from 'glsbi quickstart': adds the "
+                        "panel p(η, B | image) with the true θ marked")
+    p.add_argument("--resolution", type=_int_at_least(2), default=100,
+                   help="posterior grid cells per axis (default 100)")
+    p.add_argument("--save", type=Path, default=None, metavar="PNG",
+                   help="render one frame to this image and exit (no window; works headless)")
+    p.add_argument("--eta", type=float, default=None, help="initial η (default: the middle of the prior)")
+    p.add_argument("--field", type=float, default=None, help="initial B (default: the middle of the prior)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="initial seed (default 0)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    from .demo import DemoFigure, DemoModel, describe_frame
+    from .simulators import TDGLConfig
+
+    if args.save is not None and not args.save.parent.is_dir():
+        raise UsageError(f"cannot write {args.save}: directory {args.save.parent} does not exist")
+    if args.posterior is not None:
+        if not args.posterior.is_file():
+            raise UsageError(f"--posterior {args.posterior}: no such file (glsbi quickstart writes estimator.pt)")
+        import torch
+
+        # one image at a time is latency-bound: more torch threads only add synchronisation (and
+        # contend with XLA's), which made a 6 ms evaluation take 20-400 ms on a busy 2-core machine
+        torch.set_num_threads(1)
+        model = DemoModel.from_checkpoint(args.posterior, resolution=args.resolution)
+        cfg = model.config
+        for flag, given, own in (("--size", args.size, cfg.shape[0]), ("--steps", args.steps, cfg.steps)):
+            if given is not None and given != own:
+                raise UsageError(f"{flag} {given}: the posterior was trained on {flag} {own}; omit {flag}")
+    else:
+        size, steps = args.size or 48, args.steps or 1000
+        model = DemoModel(TDGLConfig(shape=(size, size), h=0.5, dt=0.08, steps=steps))
+    if args.save is not None:
+        demo = DemoFigure(model, eta=args.eta, field=args.field, seed=args.seed)  # an Agg figure
+        demo.figure.savefig(args.save, dpi=100)
+        print(f"wrote {args.save}\n{describe_frame(demo.frame, model.config)}")
+        return 0
+    import matplotlib.pyplot as plt
+
+    if not _interactive_backend(matplotlib.get_backend()):
+        raise UsageError(f"matplotlib backend {matplotlib.get_backend()!r} cannot open a window (no display?); "
+                         "use --save PNG, or set MPLBACKEND to an interactive backend")
+    fig = plt.figure(figsize=DemoFigure.figsize(model))
+    demo = DemoFigure(model, eta=args.eta, field=args.field, seed=args.seed, figure=fig)
+    plt.show()
+    del demo  # the widgets live as long as the window
+    return 0
+
+
+def _interactive_backend(name: str) -> bool:
+    """Whether matplotlib backend ``name`` opens windows (Agg, PDF, SVG, ... do not)."""
+    try:
+        from matplotlib.backends import BackendFilter, backend_registry
+    except ImportError:  # matplotlib < 3.9
+        from matplotlib.rcsetup import non_interactive_bk as non_interactive
+    else:
+        non_interactive = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+    return name.lower() not in {b.lower() for b in non_interactive}
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -69,14 +69,16 @@ def test_registry_leaves_room_for_more_commands(capsys, monkeypatch):
     assert list(COMMANDS)[:2] == ["simulate", "bank"]
     monkeypatch.setattr(cli, "COMMANDS", dict(COMMANDS))
 
-    @cli.command("demo", help="a later subcommand")
-    def _demo(p: argparse.ArgumentParser) -> None:
+    @cli.command("later", help="a later subcommand")
+    def _later(p: argparse.ArgumentParser) -> None:
         p.add_argument("--k", type=int, default=3, help="a number")
-        p.set_defaults(func=lambda args: print(f"demo {args.k}") or 0)
+        p.set_defaults(func=lambda args: print(f"later {args.k}") or 0)
 
-    assert run(capsys, "demo", "--k", "5")[:2] == (0, "demo 5\n")
+    assert run(capsys, "later", "--k", "5")[:2] == (0, "later 5\n")
     with pytest.raises(ValueError, match="registered twice"):
-        cli.command("demo", help="again")(_demo)
+        cli.command("later", help="again")(_later)
+    with pytest.raises(ValueError, match="registered twice"):
+        cli.command("demo", help="again")(_later)  # the real demo is registered
 
 
 # -- simulate ---------------------------------------------------------------------------------

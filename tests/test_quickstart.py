@@ -1,10 +1,14 @@
-"""The main job end to end on a tiny problem: bank → NRE_C → grid posterior → coverage → plot."""
+"""The main job end to end on a tiny problem: bank → NRE_C → grid posterior → calibration → plots."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
+from scipy.stats import kstest
+
 from glsbi_plugin.cli import main
+from glsbi_plugin.diagnostics import CalibrationReport, central_coverage, hpd_coverage
 
 TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--chunk-size", "10", "--max-epochs", "2",
         "--theta", "0.15", "0.25", "--no-progress", "--threads", "2"]
@@ -24,7 +28,35 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
         assert low <= lo < hi <= high
     assert 1 <= summary["epochs_trained"] <= 2
     text = capsys.readouterr().out
-    assert "90% interval" in text and "test coverage" in text
+    assert "90% interval" in text and "test coverage" in text and "TARP ATC" in text
+    check_calibration(summary, out)
     # rerun: the bank is complete, nothing is simulated again
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
     assert json.loads((out / "summary.json").read_text())["timings"]["simulate_s"] < summary["timings"]["simulate_s"]
+
+
+def check_calibration(summary: dict, out) -> None:  # noqa: ANN001 - a Path
+    """The calibration report in summary.json is complete and self-consistent, and its figures exist."""
+    for name in ("sbc_ranks.png", "coverage.png", "tarp.png"):
+        data = (out / name).read_bytes()
+        assert data[:4] == b"\x89PNG" and len(data) > 10_000, name
+    cal = summary["calibration"]
+    report = CalibrationReport.from_dict(cal)  # every field present and well-formed
+    L, n = report.num_posterior_samples, summary["num_test"]
+    assert report.names == ("eta", "field") and report.posterior == "GridPosterior"
+    assert report.ranks.shape == (n, 2) and report.ranks.min() >= 0 and report.ranks.max() <= L
+    assert report.hpd_ranks.shape == (n,) and 0 <= report.hpd_ranks.min() and report.hpd_ranks.max() <= L
+    # the numbers follow from the ranks: recompute them independently
+    expected_ks = [kstest(r, "uniform", args=(0, L)).pvalue for r in report.ranks.T]
+    np.testing.assert_allclose(report.ks_pvalues, expected_ks, rtol=1e-5)
+    np.testing.assert_allclose(report.coverage, central_coverage(report.ranks, L, report.levels))
+    np.testing.assert_allclose(report.hpd_coverage, hpd_coverage(report.hpd_ranks, L, report.levels))
+    # the 90 % coverage printed and summarised is the exact grid-interval coverage at level 0.9
+    assert summary["test_coverage_90"] == report.coverage_at(0.9)["grid"]
+    for curve in (report.coverage, report.grid_coverage, report.hpd_coverage[:, None]):
+        assert ((curve >= 0) & (curve <= 1)).all() and (np.diff(curve, axis=0) >= 0).all()  # nested regions
+        assert np.allclose(curve * n, np.round(curve * n))  # fractions of the n test pairs
+    assert ((0 <= report.c2st_ranks) & (report.c2st_ranks <= 1)).all()
+    assert report.tarp_ecp[0] == 0 and abs(report.tarp_ecp[-1] - 1) < 1e-6 and (np.diff(report.tarp_ecp) >= 0).all()
+    assert -0.5 <= report.tarp_atc <= 0.5 and 0 <= report.tarp_ks_pvalue <= 1
+    assert 0 < summary["timings"]["calibrate_s"] < 60

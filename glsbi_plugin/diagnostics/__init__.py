@@ -1,0 +1,43 @@
+r"""Calibration diagnostics of a posterior on held-out simulations: SBC, expected coverage, TARP.
+
+Typical use, on a bank's test split (θ_i drawn from the prior, x_i simulated at θ_i)::
+
+    from glsbi_plugin.diagnostics import calibration_report
+
+    report = calibration_report(posterior, theta_test, x_test, names=("eta", "field"), seed=0)
+    report.summary()               # KS p-values, coverage at 50 % and 90 %, TARP ATC
+    report.to_json("calibration.json")
+    report.plot("figures/")        # sbc_ranks.png, coverage.png, tarp.png
+
+A calibrated posterior has uniform SBC ranks, coverage on the diagonal (within the binomial band
+of :math:`N` test pairs) and TARP's ATC ≈ 0. Coverage below the diagonal, ranks piled at both
+ends and a negative ATC mean over-confidence (too narrow); the opposite, under-confidence.
+"""
+
+from __future__ import annotations
+
+from ._coverage import (
+    DEFAULT_LEVELS,
+    binomial_band,
+    central_coverage,
+    grid_interval_coverage,
+    grid_interval_hits,
+    hpd_coverage,
+    pit_values,
+    rank_histogram_band,
+)
+from ._report import CalibrationReport, calibration_report, posterior_samples
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "CalibrationReport",
+    "binomial_band",
+    "calibration_report",
+    "central_coverage",
+    "grid_interval_coverage",
+    "grid_interval_hits",
+    "hpd_coverage",
+    "pit_values",
+    "posterior_samples",
+    "rank_histogram_band",
+]
