@@ -65,12 +65,14 @@ def test_batch_equals_single_runs_and_compiles_once():
     etas = jnp.asarray([0.0, 0.1, 0.3])
     params = broadcast_params(base, 3).replace(eta=etas)
     keys = jax.random.split(jax.random.key(0), 3)
+    compiled = _simulate_batch._cache_size()  # other tests of the session compile other configs
     batch = simulate_batch(params, keys, cfg)
+    assert _simulate_batch._cache_size() == compiled + 1
     for i in range(3):
         single = simulate(base.replace(eta=float(etas[i])), keys[i], cfg)
         np.testing.assert_allclose(batch.psi[i], single.psi, rtol=1e-5, atol=1e-6)
     simulate_batch(params.replace(eta=etas + 0.01), keys, cfg)  # new values: no recompilation
-    assert _simulate_batch._cache_size() == 1
+    assert _simulate_batch._cache_size() == compiled + 1
 
 
 def test_parameters_change_the_image():

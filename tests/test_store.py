@@ -99,6 +99,23 @@ def test_config_mismatch_is_refused_with_the_differing_fields(ref, tmp_path):
     assert config_hash({"h": 1}) == config_hash({"h": 1.0})  # canonical numbers
 
 
+def test_bank_written_before_the_scheme_option_still_opens(ref, sim, tmp_path):
+    """A bank whose stored description lacks ``scheme``/``stages`` (written before SK-ROCK existed)
+    was simulated with Euler: it opens with the Euler simulator and refuses an SK-ROCK one."""
+    old = tmp_path / "old.zarr"
+    shutil.copytree(ref.path, old)
+    group = zarr.open_group(str(old), mode="r+")
+    desc = dict(group.attrs["simulator"])
+    desc["config"] = {k: v for k, v in desc["config"].items() if k not in ("scheme", "stages")}
+    group.attrs.update({"simulator": desc, "config_hash": config_hash(desc)})
+    bank = SimulationBank.open(old, sim)
+    assert bank.fill(progress=False).simulated == [], "every chunk is already there"
+    assert bank.group["x"][:].tobytes() == ref.group["x"][:].tobytes()
+    skrock = make_simulator(config=CFG.replace(scheme="skrock", stages=2), bounds=BOUNDS, batch_size=K)
+    with pytest.raises(ValueError, match=r'config\.scheme: "euler" \(bank\) vs "skrock" \(given\); config\.stages: 1 \(bank\) vs 2'):
+        SimulationBank.open(old, skrock)
+
+
 def test_extend_keeps_filled_chunks(sim, tmp_path):
     bank = SimulationBank.create(tmp_path / "b.zarr", sim, n=16, chunk_size=K, seed=SEED)
     bank.fill(progress=False)

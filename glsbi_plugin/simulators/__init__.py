@@ -24,7 +24,18 @@ from ._observables import (
     vortex_positions,
     winding,
 )
-from ._solver import euler_step, initial_state, integrate, simulate, simulate_batch
+from ._solver import (
+    drift,
+    euler_step,
+    initial_state,
+    integrate,
+    noise_increment,
+    simulate,
+    simulate_batch,
+    skrock_coefficients,
+    skrock_stability,
+    skrock_step,
+)
 
 __all__ = [
     "PARAM_NAMES",
@@ -51,7 +62,12 @@ __all__ = [
     "observe",
     "vortex_positions",
     "winding",
+    "drift",
     "euler_step",
+    "noise_increment",
+    "skrock_coefficients",
+    "skrock_stability",
+    "skrock_step",
     "initial_state",
     "integrate",
     "simulate",

@@ -8,7 +8,15 @@ import dataclasses
 import jax
 import numpy as np
 
-from ._config import COMPONENT_FIELDS, SCALAR_FIELDS, TDGLConfig, TDGLConfigError, TDGLParams, flux_quanta
+from ._config import (
+    COMPONENT_FIELDS,
+    MAX_STAGES,
+    SCALAR_FIELDS,
+    TDGLConfig,
+    TDGLConfigError,
+    TDGLParams,
+    flux_quanta,
+)
 from ._length_scales import ground_state
 
 
@@ -47,6 +55,23 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
     return dt_psi, dt_a
 
 
+def _check_skrock(dt: float, stages: int, euler_psi: float, euler_a: float) -> None:
+    """SK-ROCK with s stages is stable for dt·λ <= L_s: the Euler bounds (dt·λ <= 2) times L_s/2."""
+    from ._solver import skrock_stability  # the solver imports this module
+
+    euler = min(euler_psi, euler_a)
+    bound = euler * skrock_stability(stages) / 2
+    if dt <= bound:
+        return
+    need = next((s for s in range(stages + 1, MAX_STAGES + 1) if dt <= euler * skrock_stability(s) / 2), None)
+    which = "psi" if euler_psi <= euler_a else "A"
+    hint = f"use stages >= {need} or lower dt" if need else f"lower dt (even {MAX_STAGES} stages are not enough)"
+    raise TDGLConfigError(
+        f"dt={dt:g} exceeds the SK-ROCK bound for {which} with stages={stages}, "
+        f"dt <= (L_s/2)·dt_Euler = {skrock_stability(stages) / 2:.4g} x {euler:.4g} = {bound:.4g}; {hint}"
+    )
+
+
 def _concrete(tree: object) -> dict[str, np.ndarray] | None:
     """Leaves as numpy arrays, or None when any leaf is a tracer (inside jit/vmap)."""
     try:
@@ -63,8 +88,9 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
 
     Raises:
         TDGLConfigError: (a ``ValueError``) for NaN/inf, non-positive K, β, Γ, e, σ, negative T,
-            a component axis that does not match ``cfg.components``, an explicit Euler step above
-            the bounds of :func:`stability_bounds`, or a torus field with :math:`N_\phi = 0`.
+            a component axis that does not match ``cfg.components``, a step above the bounds of
+            :func:`stability_bounds` (Euler; times :math:`L_s/2` for SK-ROCK, with the number of
+            stages that would do), or a torus field with :math:`N_\phi = 0`.
     """
     v = _concrete(params)
     if v is None:
@@ -90,17 +116,20 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
         raise TDGLConfigError(f"params.T={v['T'].min():g}: the temperature must be >= 0")
     h, dt = cfg.h, cfg.dt
     bound_psi, bound_a = stability_bounds(params, cfg)
+    if cfg.scheme == "skrock":
+        _check_skrock(dt, cfg.stages, bound_psi, bound_a if cfg.gauge == "dynamic" else np.inf)
+        bound_psi = bound_a = np.inf
     if dt > bound_psi:
         raise TDGLConfigError(
             f"dt={dt:g} exceeds the explicit-Euler bound for psi, dt <= 2Γ/(8K/h² + |Hess V|/2) = {bound_psi:.4g} "
             f"(Γh²/(4K) = {float(np.min(v['gamma'] * h**2 / (4 * v['K']))):.4g} before the potential's curvature); "
-            "lower dt"
+            "lower dt, or use scheme='skrock'"
         )
     if cfg.gauge == "dynamic" and dt > bound_a:
         raise TDGLConfigError(
             f"dt={dt:g} exceeds the explicit-Euler bound for A, dt <= 2σ/(8/(e²h²) + Σ2Ku²) = {bound_a:.4g} "
             f"(σ e² h²/4 = {float(np.min(v['sigma'] * v['e'] ** 2 * h**2 / 4)):.4g} before the supercurrent term); "
-            "raise sigma (it does not change equilibria) or lower dt"
+            "raise sigma (it does not change equilibria), lower dt, or use scheme='skrock'"
         )
     if cfg.torus:
         n_phi = np.asarray(flux_quanta(v["field"], cfg))

@@ -20,11 +20,14 @@ Boundary = Literal["periodic", "open"]
 Gauge = Literal["dynamic", "frozen"]
 DType = Literal["float32", "float64"]
 Noise = Literal["hash", "threefry"]
+Scheme = Literal["euler", "skrock"]
 
 _BOUNDARIES = ("periodic", "open")
 _GAUGES = ("dynamic", "frozen")
 _DTYPES = ("float32", "float64")
 _NOISES = ("hash", "threefry")
+_SCHEMES = ("euler", "skrock")
+MAX_STAGES = 64
 
 
 class TDGLConfigError(ValueError):
@@ -38,10 +41,16 @@ class TDGLConfig:
     Args:
         shape: Grid size ``(nx, ny)`` in sites; each at least 4.
         h: Lattice spacing :math:`h` (length units of the GL equations, :math:`\xi`-scale).
-        dt: Explicit Euler time step. Stable only below
+        dt: Time step. Explicit Euler is stable only below
             :math:`\Gamma_a h^2/(4K_a)` and (dynamic gauge) :math:`\sigma e^2 h^2/4`, lowered by the
-            potential's curvature (:func:`stability_bounds`); checked in :func:`check_params`.
+            potential's curvature (:func:`stability_bounds`); SK-ROCK with ``stages`` = s stretches
+            the bound by :math:`L_s/2\approx 0.97 s^2`; checked in :func:`check_params`.
         steps: Number of time steps of the quench (``steps * dt`` is the snapshot time).
+        scheme: ``"euler"`` (Euler–Maruyama, one force evaluation per step) or ``"skrock"``
+            (Abdulle–Almuslimani–Vilmart's stabilised Runge–Kutta–Chebyshev method for stiff
+            Langevin equations, weak order 1: ``stages`` force evaluations and one noise draw per
+            step, stable up to :math:`\approx 0.97 s^2` times the Euler step; see ``_solver``).
+        stages: Stages s of ``"skrock"`` (1 to 64); must be 1 for ``"euler"``.
         components: 1 (single-band GL, for textbook checks) or 2 (two-band).
         boundary: ``"periodic"`` (a torus carrying an integer number of flux quanta),
             ``"open"`` (a sample in applied field :math:`H`), or a pair ``(bx, by)`` per axis,
@@ -69,6 +78,8 @@ class TDGLConfig:
     thermal: bool = True
     noise: Noise = "hash"
     init_noise: float = 0.01
+    scheme: Scheme = "euler"
+    stages: int = 1
 
     def __post_init__(self) -> None:
         shape = tuple(self.shape)
@@ -99,6 +110,15 @@ class TDGLConfig:
             raise TDGLConfigError(f"noise={self.noise!r}: allowed values are {_NOISES}")
         if not (math.isfinite(self.init_noise) and self.init_noise > 0):
             raise TDGLConfigError(f"init_noise={self.init_noise!r}: must be finite and > 0")
+        if self.scheme not in _SCHEMES:
+            raise TDGLConfigError(f"scheme={self.scheme!r}: allowed values are {_SCHEMES}")
+        if not isinstance(self.stages, (int, np.integer)) or not 1 <= self.stages <= MAX_STAGES:
+            raise TDGLConfigError(f"stages={self.stages!r}: must be an integer in [1, {MAX_STAGES}]")
+        object.__setattr__(self, "stages", int(self.stages))
+        if self.scheme == "euler" and self.stages != 1:
+            raise TDGLConfigError(
+                f"stages={self.stages}: scheme='euler' has one stage; use scheme='skrock' for s > 1"
+            )
 
     @property
     def axes_boundary(self) -> tuple[Boundary, Boundary]:

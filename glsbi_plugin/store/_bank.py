@@ -336,10 +336,24 @@ class SimulationBank(BankReader):
         self.group["checksum"][chunk] = chunk_digest(theta, seeds, x)
         self.group["filled"][chunk] = True  # last: the commit point of the chunk
 
+def _upgraded(description: dict[str, Any], simulator: Any) -> dict[str, Any]:
+    """The bank's description as the current package writes it: a bank written before a config
+    field existed (e.g. ``scheme``, whose default is the scheme such banks were simulated with)
+    still matches the same simulator. Unchanged when it cannot be rebuilt."""
+    rebuild = getattr(type(simulator), "from_description", None)
+    if rebuild is None:
+        return description
+    try:
+        return canonical(rebuild(description).describe())
+    except (TypeError, ValueError, KeyError):
+        return description
+
+
 def _check_same(description: dict[str, Any], bank_hash: str, simulator: Any, action: str) -> None:
     """ValueError naming the differing fields unless ``simulator`` matches the bank description."""
     given = canonical(simulator.describe())
-    if config_hash(given) == bank_hash:
+    upgraded = _upgraded(description, simulator)
+    if config_hash(given) in (bank_hash, config_hash(upgraded)):
         return
-    diffs = _diff(description, given) or [f"config hash {bank_hash[:12]} (bank) vs {config_hash(given)[:12]} (given)"]
+    diffs = _diff(upgraded, given) or [f"config hash {bank_hash[:12]} (bank) vs {config_hash(given)[:12]} (given)"]
     raise ValueError(f"{action} a bank with another simulator configuration: " + "; ".join(diffs))
