@@ -65,22 +65,35 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_model_options(p: argparse.ArgumentParser, steps: int = 2500) -> None:
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from ._simulator import DEFAULT_CONFIG as d
+
     g = p.add_argument_group("forward model")
     g.add_argument("--size", type=_int_at_least(4), default=64, help="grid side in sites (default 64)")
-    g.add_argument("--steps", type=_int_at_least(0), default=steps, help=f"time steps (default {steps})")
-    g.add_argument("--h", type=float, default=0.5, help="lattice spacing (default 0.5)")
-    g.add_argument("--dt", type=float, default=0.08,
-                   help="time step (default 0.08); a step above the explicit-Euler bound, which falls with "
-                        "eta (0.101 at eta=0.3, 0.086 at eta=0.8 for h=0.5), is refused with the bound")
+    g.add_argument("--steps", type=_int_at_least(0), default=d.steps, help=f"time steps (default {d.steps})")
+    g.add_argument("--h", type=float, default=d.h, help=f"lattice spacing (default {d.h})")
+    g.add_argument("--scheme", choices=("skrock", "euler"), default=d.scheme,
+                   help=f"time stepper (default {d.scheme}); euler is Euler-Maruyama, one force per step")
+    g.add_argument("--stages", type=_int_at_least(1), default=None,
+                   help=f"SK-ROCK stages (default {d.stages}; euler: 1)")
+    g.add_argument("--dt", type=float, default=None,
+                   help=f"time step (default {d.dt} for skrock, 0.08 for euler); a step above the stability bound "
+                        "(euler: 0.101 at eta=0.3 for h=0.5; SK-ROCK with s stages: about 0.97 s^2 times that) "
+                        "is refused with the bound")
     g.add_argument("--channels", nargs="+", default=["rho1", "rho2"], metavar="CH",
                    help="observed channels: rho1 rho2 bz winding1 winding2 (default rho1 rho2)")
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202 - TDGLConfig, imported lazily
+    from ._simulator import DEFAULT_CONFIG as d
     from .simulators import TDGLConfig
 
-    return TDGLConfig(shape=(args.size, args.size), steps=args.steps, h=args.h, dt=args.dt)
+    euler = args.scheme == "euler"
+    stages = args.stages if args.stages is not None else (1 if euler else d.stages)
+    dt = args.dt if args.dt is not None else (0.08 if euler else d.dt)
+    return TDGLConfig(
+        shape=(args.size, args.size), steps=args.steps, h=args.h, dt=dt, scheme=args.scheme, stages=stages
+    )
 
 
 # -- glsbi simulate -------------------------------------------------------------------------
@@ -271,7 +284,8 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
                         "(default runs/quickstart)")
     p.add_argument("--size", type=_int_at_least(8), default=d.size, help=f"grid side in sites (default {d.size})")
     p.add_argument("--steps", type=_int_at_least(1), default=d.steps,
-                   help=f"time steps of dt = 0.08 (default {d.steps})")
+                   help=f"time steps of the default forward model's scheme (SK-ROCK, dt = {d.simulator_config().dt}; "
+                        f"default {d.steps}, t = {d.simulator_config().t_final:g})")
     p.add_argument("--num-simulations", type=_int_at_least(10), default=d.num_simulations,
                    help=f"bank size (default {d.num_simulations})")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=d.chunk_size,
@@ -329,7 +343,8 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_int_at_least(8), default=None,
                    help="grid side in sites (default 48; with --posterior: the posterior's, and only that)")
     p.add_argument("--steps", type=_int_at_least(1), default=None,
-                   help="time steps of dt = 0.08 (default 1000, t = 80; with --posterior: the posterior's)")
+                   help="time steps of the default scheme (SK-ROCK, dt = 0.625; default 128, t = 80; "
+                        "with --posterior: the posterior's)")
     p.add_argument("--posterior", type=Path, default=None, metavar="PATH",
                    help="trained estimator, e.g. runs/quickstart/estimator.pt from 'glsbi quickstart': adds the "
                         "panel p(η, B | image) with the true θ marked")
@@ -347,7 +362,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     from .demo import DemoFigure, DemoModel, describe_frame
-    from .simulators import TDGLConfig
 
     if args.save is not None and not args.save.parent.is_dir():
         raise UsageError(f"cannot write {args.save}: directory {args.save.parent} does not exist")
@@ -365,8 +379,10 @@ def _run_demo(args: argparse.Namespace) -> int:
             if given is not None and given != own:
                 raise UsageError(f"{flag} {given}: the posterior was trained on {flag} {own}; omit {flag}")
     else:
-        size, steps = args.size or 48, args.steps or 1000
-        model = DemoModel(TDGLConfig(shape=(size, size), h=0.5, dt=0.08, steps=steps))
+        from ._simulator import DEFAULT_CONFIG
+
+        size, steps = args.size or 48, args.steps or 128
+        model = DemoModel(DEFAULT_CONFIG.replace(shape=(size, size), steps=steps))
     if args.save is not None:
         demo = DemoFigure(model, eta=args.eta, field=args.field, seed=args.seed)  # an Agg figure
         demo.figure.savefig(args.save, dpi=100)

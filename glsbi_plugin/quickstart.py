@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._simulator import make_prior, make_simulator
+from ._simulator import DEFAULT_CONFIG, make_prior, make_simulator
 from .checkpoint import save_estimator
 from .diagnostics import calibration_report
 from .embeddings import EmbeddingConfig
@@ -44,7 +44,7 @@ class QuickstartSettings:
 
     Attributes:
         size: Grid side (sites) of the torus; h = 0.5.
-        steps: Time steps of dt = 0.08.
+        steps: Time steps of the default scheme (SK-ROCK, 3 stages, dt = 0.625: 128 steps is t = 80).
         num_simulations: Bank size (train / validation / test split 80/10/10 by chunk).
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
@@ -58,7 +58,7 @@ class QuickstartSettings:
     """
 
     size: int = 48
-    steps: int = 1000
+    steps: int = 128
     num_simulations: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
@@ -71,7 +71,7 @@ class QuickstartSettings:
     )
 
     def simulator_config(self) -> TDGLConfig:
-        return TDGLConfig(shape=(self.size, self.size), h=0.5, dt=0.08, steps=self.steps)
+        return DEFAULT_CONFIG.replace(shape=(self.size, self.size), steps=self.steps)
 
 
 def run_quickstart(
@@ -198,7 +198,8 @@ def _plot(path: Path, posterior: GridPosterior, x_o: torch.Tensor, s: Quickstart
         a.legend(fontsize=7)
     cov = ", ".join(f"{v:.2f}" for v in summary["test_coverage_90"])
     fig.suptitle(
-        f"{s.method} on {summary['settings']['num_simulations']} simulations ({s.size}², t = {s.steps * 0.08:g}); "
+        f"{s.method} on {summary['settings']['num_simulations']} simulations "
+        f"({s.size}², t = {s.simulator_config().t_final:g}); "
         f"90% coverage on {summary['num_test']} test sims: {cov}"
     )
     fig.savefig(path, dpi=90)

@@ -97,7 +97,10 @@ def test_simulate_writes_an_image_for_any_physical_value(capsys, tmp_path):
     (["simulate", "--channels", "rho3", "--size", "16", "--steps", "1"], "channels"),
     (["simulate", "--size", "16", "--out", "/nonexistent-dir/x.png"], "does not exist"),
     (["simulate", "--eta", "abc"], "invalid float value"),
-    (["simulate", "--eta", "0.8", "--dt", "0.1", "--size", "16"], "dt=0.1 exceeds the explicit-Euler bound for psi"),
+    (["simulate", "--eta", "0.8", "--scheme", "euler", "--dt", "0.1", "--size", "16"],
+     "dt=0.1 exceeds the explicit-Euler bound for psi"),
+    (["simulate", "--eta", "0.3", "--dt", "2", "--size", "16"], "SK-ROCK bound for psi with stages=3"),
+    (["simulate", "--scheme", "euler", "--stages", "2", "--size", "16"], "scheme='euler' has one stage"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_simulate_usage_errors(capsys, argv, match):

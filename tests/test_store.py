@@ -112,7 +112,8 @@ def test_bank_written_before_the_scheme_option_still_opens(ref, sim, tmp_path):
     assert bank.fill(progress=False).simulated == [], "every chunk is already there"
     assert bank.group["x"][:].tobytes() == ref.group["x"][:].tobytes()
     skrock = make_simulator(config=CFG.replace(scheme="skrock", stages=2), bounds=BOUNDS, batch_size=K)
-    with pytest.raises(ValueError, match=r'config\.scheme: "euler" \(bank\) vs "skrock" \(given\); config\.stages: 1 \(bank\) vs 2'):
+    expected = r'config\.scheme: "euler" \(bank\) vs "skrock" \(given\); config\.stages: 1 \(bank\) vs 2'
+    with pytest.raises(ValueError, match=expected):
         SimulationBank.open(old, skrock)
 
 

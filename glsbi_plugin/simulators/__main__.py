@@ -17,7 +17,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glsbi_plugin.simulators", description=__doc__)
     parser.add_argument("--eta", type=float, default=0.2, help="Josephson coupling η (default 0.2)")
     parser.add_argument("--field", type=float, default=0.08, help="mean induction B (default 0.08)")
-    parser.add_argument("--steps", type=int, default=2500, help="time steps of dt = 0.08 (default 2500)")
+    parser.add_argument(
+        "--scheme",
+        choices=("skrock", "euler"),
+        default="skrock",
+        help="skrock: 3 stages, dt = 0.625, 320 steps (the forward model's default); "
+        "euler: dt = 0.08, 2500 steps (default skrock); both reach t = 200",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="time steps (default: t = 200)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--regimes", action="store_true", help="print the regime table across η")
     args = parser.parse_args(argv)
@@ -31,13 +38,20 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ls.xi_plus:6.3f} {ls.hc2:6.3f}  {ls.regime}"
             )
         return
-    cfg = TDGLConfig(shape=(64, 64), steps=args.steps)
+    if args.scheme == "euler":
+        cfg = TDGLConfig(shape=(64, 64), dt=0.08, steps=2500 if args.steps is None else args.steps)
+    else:
+        steps = 320 if args.steps is None else args.steps
+        cfg = TDGLConfig(shape=(64, 64), dt=0.625, steps=steps, scheme="skrock", stages=3)
     p = presets.type15(eta=args.eta, field=args.field)
     t0 = time.perf_counter()
     state = simulate(p, jax.random.key(args.seed), cfg)
     x = observe(state, p, cfg, channels=("rho1",))
     x.block_until_ready()
-    print(f"simulated {cfg.shape[0]}x{cfg.shape[1]}, {cfg.steps} steps in {time.perf_counter() - t0:.2f} s")
+    print(
+        f"simulated {cfg.shape[0]}x{cfg.shape[1]}, {cfg.steps} {cfg.scheme} steps (t = {cfg.t_final:g}) "
+        f"in {time.perf_counter() - t0:.2f} s"
+    )
     print(f"Done. Final shape: {tuple(x.shape[1:])}")
 
 
