@@ -19,9 +19,9 @@ truncates the flow to the box) on the same held-out rows:
   p-values and TARP's ATC, from :func:`glsbi_plugin.diagnostics.calibration_report`;
 * grid-posterior inference time per observation (embed x, head over the grid, 1000 samples).
 
-On a 32² torus at h = 0.5 the field is quantised to Nφ = round(B L² / 2π) = 1–4 flux quanta
-over the prior, so B is only identifiable to within a quantum (ΔB ≈ 0.025): the posterior
-width in B has a floor that no method can beat.
+The default forward model is the quickstart's (48² torus, SK-ROCK, t = 80). At h = 0.5 the field
+is quantised to Nφ = round(B L² / 2π) = 3–9 flux quanta over the prior (ΔB ≈ 0.011 per quantum):
+the posterior width in B has that floor, which no method can beat (on 32²: 1–4 quanta, ΔB ≈ 0.025).
 
 Run::
 
@@ -58,11 +58,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from glsbi_plugin import make_prior, make_simulator
+from glsbi_plugin import DEFAULT_CONFIG, make_prior, make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import METHODS, GridPosterior, build_inference, train
-from glsbi_plugin.simulators import TDGLConfig
 from glsbi_plugin.store import SimulationBank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,8 +106,8 @@ def environment() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- simulations
 def load_bank(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(theta, x)`` of the first ``max(budgets) + num_test`` rows of the bank (simulated if missing)."""
-    simulator = make_simulator(NAMES, config=TDGLConfig(shape=(args.size, args.size), h=0.5, dt=0.08,
-                                                        steps=args.steps), batch_size=args.chunk_size)
+    config = DEFAULT_CONFIG.replace(shape=(args.size, args.size), steps=args.steps)  # SK-ROCK, dt = 0.625
+    simulator = make_simulator(NAMES, config=config, batch_size=args.chunk_size)
     n = max(args.budgets) + args.num_test
     path = Path(args.bank)
     t0 = time.perf_counter()
@@ -128,7 +127,7 @@ def load_bank(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dic
         "path": str(path),
         "n": n,
         "x_shape": list(simulator.x_shape),
-        "config": {"size": args.size, "steps": args.steps, "h": 0.5, "dt": 0.08, "t_final": args.steps * 0.08},
+        "config": {**config.to_dict(), "t_final": config.t_final},
         "seed": args.seed,
         "config_hash": bank.config_hash,
         "simulated_now": report.n_simulations,
@@ -329,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="simulation budgets (default 250 500 1000 2000)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default all)")
     p.add_argument("--num-test", type=int, default=None, help="held-out simulations (default 200)")
-    p.add_argument("--size", type=int, default=None, help="torus side in sites (default 32)")
-    p.add_argument("--steps", type=int, default=None, help="time steps of dt = 0.08 (default 1000)")
+    p.add_argument("--size", type=int, default=None, help="torus side in sites (default 48, as the quickstart)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="time steps of the default forward model's scheme (SK-ROCK, dt = 0.625; default 128, t = 80)")
     p.add_argument("--chunk-size", type=int, default=50, help="bank chunk size (default 50)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs at most (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bank", type=Path, default=None, help="bank path (default runs/nre_vs_npe/bank.zarr)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     args = p.parse_args(argv)
-    quick = {"budgets": [40, 80], "num_test": 20, "size": 24, "steps": 100, "max_epochs": 2}
-    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": 32, "steps": 1000, "max_epochs": 50}
+    quick = {"budgets": [40, 80], "num_test": 20, "size": 24, "steps": 16, "max_epochs": 2}
+    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": 48, "steps": 128, "max_epochs": 50}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -21,6 +21,8 @@ except PackageNotFoundError:  # running from a source tree
 
 _LAZY: dict[str, str] = {
     "TDGLSimulator": "._simulator",
+    "DEFAULT_CONFIG": "._simulator",
+    "DEFAULT_BOUNDS": "._simulator",
     "make_simulator": "._simulator",
     "make_prior": "._simulator",
     "ResNetGAP": ".embeddings",
