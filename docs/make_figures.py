@@ -1,7 +1,8 @@
 """Regenerate the figures of docs/physics.md: ``python docs/make_figures.py``.
 
-Default forward model (64² torus, h = 0.5, dt = 0.08, 2500 steps = t 200, type15 preset,
-e = 0.45, T = 0.001) at low and high η, B = 0.08 (13 flux quanta), same seed.
+Default forward model (``glsbi_plugin.DEFAULT_CONFIG``: 64² torus, h = 0.5, SK-ROCK with 3 stages,
+dt = 0.625, 320 steps = t 200; type15 preset, e = 0.45, T = 0.001) at low and high η, B = 0.08
+(13 flux quanta), same seed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from glsbi_plugin import DEFAULT_CONFIG  # noqa: E402
 from glsbi_plugin.simulators import (  # noqa: E402
-    TDGLConfig,
     densities,
     field_map,
     length_scales,
@@ -29,7 +30,7 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    cfg = TDGLConfig(shape=(64, 64))
+    cfg = DEFAULT_CONFIG
     for eta in (0.0, 0.3):
         p = presets.type15(eta=eta, field=0.08)
         s = simulate(p, jax.random.key(0), cfg)
