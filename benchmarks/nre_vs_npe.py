@@ -106,7 +106,7 @@ def environment() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- simulations
 def load_bank(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(theta, x)`` of the first ``max(budgets) + num_test`` rows of the bank (simulated if missing)."""
-    config = DEFAULT_CONFIG.replace(shape=(args.size, args.size), steps=args.steps)  # SK-ROCK, dt = 0.625
+    config = DEFAULT_CONFIG.replace(shape=(args.size, args.size), steps=args.steps)  # SK-ROCK, dt = 0.3125
     simulator = make_simulator(NAMES, config=config, batch_size=args.chunk_size)
     n = max(args.budgets) + args.num_test
     path = Path(args.bank)
@@ -127,7 +127,7 @@ def load_bank(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dic
         "path": str(path),
         "n": n,
         "x_shape": list(simulator.x_shape),
-        "config": {**config.to_dict(), "t_final": config.t_final},
+        "config": {**config.to_dict(), "size": args.size, "t_final": config.t_final},
         "seed": args.seed,
         "config_hash": bank.config_hash,
         "simulated_now": report.n_simulations,
@@ -235,7 +235,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"threads), sbi {env['sbi']}, jax {env['jax']}, python {env['python']}",
         f"- git {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}",
         f"- simulations: one bank of {bank['n']} ({bank['x_shape']} images, {bank['config']['size']}² torus, "
-        f"{bank['config']['steps']} steps, t = {bank['config']['t_final']:g}, seed {bank['seed']}); budget b = the "
+        f"{bank['config']['steps']} {bank['config']['scheme']} steps, t = {bank['config']['t_final']:g}, "
+        f"seed {bank['seed']}); budget b = the "
         f"first b rows (sbi holds out 10 % for early stopping); {setup['num_test']} held-out rows for every metric",
         f"- training: at most {setup['max_epochs']} epochs, batch {setup['batch_size']}, sbi's other defaults; "
         f"embedding `{setup['embedding']}`; {setup['repeats']} training seed(s) per cell (means shown)",
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-test", type=int, default=None, help="held-out simulations (default 200)")
     p.add_argument("--size", type=int, default=None, help="torus side in sites (default 48, as the quickstart)")
     p.add_argument("--steps", type=int, default=None,
-                   help="time steps of the default forward model's scheme (SK-ROCK, dt = 0.625; default 128, t = 80)")
+                   help="time steps of the default forward model's scheme (SK-ROCK, dt = 0.3125; default 256, t = 80)")
     p.add_argument("--chunk-size", type=int, default=50, help="bank chunk size (default 50)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs at most (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
@@ -343,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bank", type=Path, default=None, help="bank path (default runs/nre_vs_npe/bank.zarr)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     args = p.parse_args(argv)
-    quick = {"budgets": [40, 80], "num_test": 20, "size": 24, "steps": 16, "max_epochs": 2}
-    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": 48, "steps": 128, "max_epochs": 50}
+    quick = {"budgets": [40, 80], "num_test": 20, "size": 24, "steps": 32, "max_epochs": 2}
+    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": 48, "steps": 256, "max_epochs": 50}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -407,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(result)
+    # the measurements first: a report-formatting error must not lose half an hour of training
     (args.out / "nre_vs_npe.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
     (args.out / "nre_vs_npe.md").write_text(text)
     figure(result, args.out / "nre_vs_npe.png")
     print(text)

@@ -1,7 +1,7 @@
 """Regenerate the figures of docs/physics.md: ``python docs/make_figures.py``.
 
-Default forward model (``glsbi_plugin.DEFAULT_CONFIG``: 64² torus, h = 0.5, SK-ROCK with 3 stages,
-dt = 0.625, 320 steps = t 200; type15 preset, e = 0.45, T = 0.001) at low and high η, B = 0.08
+Default forward model (``glsbi_plugin.DEFAULT_CONFIG``: 64² torus, h = 0.5, SK-ROCK with 2 stages,
+dt = 0.3125, 640 steps = t 200; type15 preset, e = 0.45, T = 0.001) at low and high η, B = 0.08
 (13 flux quanta), same seed.
 """
 

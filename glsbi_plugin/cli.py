@@ -70,7 +70,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("forward model")
     g.add_argument("--size", type=_int_at_least(4), default=64, help="grid side in sites (default 64)")
-    g.add_argument("--steps", type=_int_at_least(0), default=d.steps, help=f"time steps (default {d.steps})")
+    g.add_argument("--steps", type=_int_at_least(0), default=None,
+                   help=f"time steps (default: t = {d.t_final:g}, i.e. {d.steps} for skrock at dt {d.dt})")
     g.add_argument("--h", type=float, default=d.h, help=f"lattice spacing (default {d.h})")
     g.add_argument("--scheme", choices=("skrock", "euler"), default=d.scheme,
                    help=f"time stepper (default {d.scheme}); euler is Euler-Maruyama, one force per step")
@@ -91,8 +92,9 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - TDGLConfig, imported la
     euler = args.scheme == "euler"
     stages = args.stages if args.stages is not None else (1 if euler else d.stages)
     dt = args.dt if args.dt is not None else (0.08 if euler else d.dt)
+    steps = args.steps if args.steps is not None else round(d.t_final / dt)  # the forward model's t
     return TDGLConfig(
-        shape=(args.size, args.size), steps=args.steps, h=args.h, dt=dt, scheme=args.scheme, stages=stages
+        shape=(args.size, args.size), steps=steps, h=args.h, dt=dt, scheme=args.scheme, stages=stages
     )
 
 
@@ -343,7 +345,7 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_int_at_least(8), default=None,
                    help="grid side in sites (default 48; with --posterior: the posterior's, and only that)")
     p.add_argument("--steps", type=_int_at_least(1), default=None,
-                   help="time steps of the default scheme (SK-ROCK, dt = 0.625; default 128, t = 80; "
+                   help="time steps of the default scheme (SK-ROCK, dt = 0.3125; default 256, t = 80; "
                         "with --posterior: the posterior's)")
     p.add_argument("--posterior", type=Path, default=None, metavar="PATH",
                    help="trained estimator, e.g. runs/quickstart/estimator.pt from 'glsbi quickstart': adds the "
@@ -381,7 +383,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     else:
         from ._simulator import DEFAULT_CONFIG
 
-        size, steps = args.size or 48, args.steps or 128
+        size, steps = args.size or 48, args.steps or round(80 / DEFAULT_CONFIG.dt)
         model = DemoModel(DEFAULT_CONFIG.replace(shape=(size, size), steps=steps))
     if args.save is not None:
         demo = DemoFigure(model, eta=args.eta, field=args.field, seed=args.seed)  # an Agg figure

@@ -44,7 +44,7 @@ class QuickstartSettings:
 
     Attributes:
         size: Grid side (sites) of the torus; h = 0.5.
-        steps: Time steps of the default scheme (SK-ROCK, 3 stages, dt = 0.625: 128 steps is t = 80).
+        steps: Time steps of the default scheme (SK-ROCK, 2 stages, dt = 0.3125: 256 steps is t = 80).
         num_simulations: Bank size (train / validation / test split 80/10/10 by chunk).
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
@@ -58,7 +58,7 @@ class QuickstartSettings:
     """
 
     size: int = 48
-    steps: int = 128
+    steps: int = 256
     num_simulations: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
@@ -99,7 +99,13 @@ def run_quickstart(
     t0 = time.perf_counter()
     bank_path = out / "bank.zarr"
     if bank_path.exists():
-        bank = SimulationBank.open(bank_path, simulator)
+        try:
+            bank = SimulationBank.open(bank_path, simulator)
+        except ValueError as e:  # e.g. a bank of an older forward model: keep it, say what to do
+            raise ValueError(
+                f"{bank_path} was simulated with other settings ({e}); keep it and choose another --out, "
+                "or delete it to simulate afresh"
+            ) from e
         if bank.n < s.num_simulations:
             raise ValueError(f"{bank_path} holds {bank.n} samples, fewer than num_simulations={s.num_simulations}")
     else:
@@ -165,13 +171,13 @@ def run_quickstart(
 
 
 def _plot(path: Path, posterior: GridPosterior, x_o: torch.Tensor, s: QuickstartSettings, names, summary) -> None:  # noqa: ANN001
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     C = x_o.shape[0]
-    fig, axes = plt.subplots(1, C + 3, figsize=(3.6 * (C + 3), 3.4), constrained_layout=True)
+    fig = Figure(figsize=(3.6 * (C + 3), 3.4), constrained_layout=True)  # own canvas: pyplot untouched
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, C + 3)
     for c in range(C):
         axes[c].imshow(x_o[c].T.numpy(), origin="lower", cmap="magma")
         axes[c].set_title(f"x_o: {s.channels[c]}")
@@ -203,4 +209,3 @@ def _plot(path: Path, posterior: GridPosterior, x_o: torch.Tensor, s: Quickstart
         f"90% coverage on {summary['num_test']} test sims: {cov}"
     )
     fig.savefig(path, dpi=90)
-    plt.close(fig)

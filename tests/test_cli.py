@@ -91,6 +91,20 @@ def test_simulate_writes_an_image_for_any_physical_value(capsys, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "vortex windings" in text
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], dict(scheme="skrock", stages=2, dt=0.3125, steps=640)),
+    (["--scheme", "euler"], dict(scheme="euler", stages=1, dt=0.08, steps=2500)),
+    (["--stages", "4", "--dt", "1.0"], dict(scheme="skrock", stages=4, dt=1.0, steps=200)),
+    (["--steps", "10"], dict(scheme="skrock", stages=2, dt=0.3125, steps=10)),
+])
+def test_model_options_default_to_the_forward_model_time(argv, expected):
+    """Without --steps every scheme runs to the forward model's t = 200."""
+    cfg = cli._config(build_parser().parse_args(["simulate", *argv]))
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    if "--steps" not in argv:
+        assert cfg.t_final == pytest.approx(200.0)
+
+
 @pytest.mark.parametrize(("argv", "match"), [
     (["simulate", "--size", "2"], "--size: must be >= 4"),
     (["simulate", "--field", "0.001", "--size", "16"], "N_phi = 0"),
@@ -99,7 +113,7 @@ def test_simulate_writes_an_image_for_any_physical_value(capsys, tmp_path):
     (["simulate", "--eta", "abc"], "invalid float value"),
     (["simulate", "--eta", "0.8", "--scheme", "euler", "--dt", "0.1", "--size", "16"],
      "dt=0.1 exceeds the explicit-Euler bound for psi"),
-    (["simulate", "--eta", "0.3", "--dt", "2", "--size", "16"], "SK-ROCK bound for psi with stages=3"),
+    (["simulate", "--eta", "0.3", "--dt", "2", "--size", "16"], "SK-ROCK bound for psi with stages=2"),
     (["simulate", "--scheme", "euler", "--stages", "2", "--size", "16"], "scheme='euler' has one stage"),
     (["frobnicate"], "invalid choice"),
 ])

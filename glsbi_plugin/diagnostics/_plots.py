@@ -1,4 +1,5 @@
-"""Figures of a :class:`~glsbi_plugin.diagnostics.CalibrationReport` (matplotlib, Agg backend)."""
+"""Figures of a :class:`~glsbi_plugin.diagnostics.CalibrationReport` (matplotlib figures rendered
+by the Agg canvas directly: the caller's pyplot backend and figure registry are left alone)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ __all__ = ["plot_report"]
 FIGURES = ("sbc_ranks.png", "coverage.png", "tarp.png")
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(figsize: tuple[float, float], ncols: int = 1, *, squeeze: bool = True) -> tuple[Any, Any]:
+    """A figure on its own Agg canvas, and its axes (``Figure.subplots``), outside pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, constrained_layout=True)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=squeeze)
 
 
 def rank_bins(num_test: int) -> int:
@@ -86,27 +88,23 @@ def plot_tarp(report: CalibrationReport, ax: Any) -> None:
 
 def plot_report(report: CalibrationReport, target: Path, *, dpi: int = 100) -> list[Path]:
     """Writes the report's figures (see :meth:`CalibrationReport.plot`) and returns their paths."""
-    plt = _pyplot()
     d = len(report.names)
     if target.suffix:  # one file, all panels
         target.parent.mkdir(parents=True, exist_ok=True)
-        fig, axes = plt.subplots(1, d + 2, figsize=(3.8 * (d + 2), 3.8), constrained_layout=True)
+        fig, axes = _figure((3.8 * (d + 2), 3.8), d + 2)
         plot_ranks(report, axes[:d])
         plot_coverage(report, axes[d])
         plot_tarp(report, axes[d + 1])
         fig.suptitle(f"Calibration of {report.posterior} on {report.num_test} held-out simulations")
         fig.savefig(target, dpi=dpi)
-        plt.close(fig)
         return [target]
     target.mkdir(parents=True, exist_ok=True)
     paths = [target / name for name in FIGURES]
-    fig, axes = plt.subplots(1, d, figsize=(3.8 * d, 3.4), constrained_layout=True, squeeze=False)
+    fig, axes = _figure((3.8 * d, 3.4), d, squeeze=False)
     plot_ranks(report, axes[0])
     fig.savefig(paths[0], dpi=dpi)
-    plt.close(fig)
     for path, draw in zip(paths[1:], (plot_coverage, plot_tarp), strict=True):
-        fig, ax = plt.subplots(figsize=(4.6, 4.6), constrained_layout=True)
+        fig, ax = _figure((4.6, 4.6))
         draw(report, ax)
         fig.savefig(path, dpi=dpi)
-        plt.close(fig)
     return paths

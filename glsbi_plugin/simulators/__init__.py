@@ -2,7 +2,7 @@ r"""JAX physics of two-component TDGL (knows nothing of torch).
 
 Public API::
 
-    cfg = TDGLConfig(shape=(64, 64), h=0.5, dt=0.625, steps=320, scheme="skrock", stages=3)
+    cfg = TDGLConfig(shape=(64, 64), h=0.5, dt=0.3125, steps=640, scheme="skrock", stages=2)
     p = presets.type15(eta=0.2, field=0.08)
     state = simulate(p, jax.random.key(0), cfg)
     x = observe(state, p, cfg, channels=("rho1", "rho2"))

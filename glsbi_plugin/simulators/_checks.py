@@ -1,5 +1,6 @@
-r"""Eager checks of parameters against a config: finiteness, signs, shapes, explicit-Euler
-stability, flux quantisation. Nothing here runs under ``jit``."""
+r"""Eager checks of parameters against a config: finiteness, signs, shapes, stability of the
+time step (explicit Euler's bound, stretched by :math:`L_s/2` for SK-ROCK), flux quantisation.
+Nothing here runs under ``jit``."""
 
 from __future__ import annotations
 

@@ -112,7 +112,9 @@ class TDGLConfig:
             raise TDGLConfigError(f"init_noise={self.init_noise!r}: must be finite and > 0")
         if self.scheme not in _SCHEMES:
             raise TDGLConfigError(f"scheme={self.scheme!r}: allowed values are {_SCHEMES}")
-        if not isinstance(self.stages, (int, np.integer)) or not 1 <= self.stages <= MAX_STAGES:
+        if isinstance(self.stages, bool) or not isinstance(self.stages, (int, np.integer)) or not (
+            1 <= self.stages <= MAX_STAGES
+        ):
             raise TDGLConfigError(f"stages={self.stages!r}: must be an integer in [1, {MAX_STAGES}]")
         object.__setattr__(self, "stages", int(self.stages))
         if self.scheme == "euler" and self.stages != 1:

@@ -1,4 +1,5 @@
-r"""Time stepping: field-cooled quench, explicit Euler with Langevin noise, ``jax.lax.scan``.
+r"""Time stepping: field-cooled quench with Langevin noise in ``jax.lax.scan``, by explicit Euler
+(``TDGLConfig()``'s default) or SK-ROCK (the forward model's, below).
 
 One step (gauge :math:`\phi = 0`):
 
@@ -150,7 +151,7 @@ def skrock_coefficients(stages: int, damping: float = SKROCK_DAMPING) -> tuple[t
 
 def skrock_stability(stages: int, damping: float = SKROCK_DAMPING) -> float:
     r"""Length :math:`L_s = (1+\omega_0)/\omega_1` of SK-ROCK's real stability interval
-    :math:`[-L_s, 0]` in :math:`dt\,\lambda` (Euler: 2; :math:`\approx 2(1 - 4\epsilon/3)s^2`)."""
+    :math:`[-L_s, 0]` in :math:`dt\,\lambda` (Euler: 2; :math:`\approx (2 - 4\epsilon/3)s^2`)."""
     w0 = 1.0 + damping / stages**2
     mu1 = skrock_coefficients(stages, damping)[0][0]
     return (1.0 + w0) / (mu1 * w0)
@@ -222,7 +223,8 @@ def _skrock_run(
     So the carries hold the next evaluation point, its link variables, the next :math:`W` (a fused
     force kernel that also read :math:`K_{j-2}` ran 2-4x slower than one adding a single buffer),
     and the noise increments of the next two steps (drawn two ahead, so that every use reads a
-    buffer). ``draw(k)`` gives :math:`Q_k`, or ``None`` at T = 0.
+    buffer). ``draw(k)`` gives :math:`Q_k`, or ``None`` at T = 0; ``ks`` must be consecutive
+    (each call primes the two look-ahead draws, which the last steps then leave unused).
     """
     dynamic = cfg.gauge == "dynamic"
     table = jnp.asarray(_skrock_table(cfg), cfg.real_dtype)

@@ -336,6 +336,7 @@ class SimulationBank(BankReader):
         self.group["checksum"][chunk] = chunk_digest(theta, seeds, x)
         self.group["filled"][chunk] = True  # last: the commit point of the chunk
 
+
 def _upgraded(description: dict[str, Any], simulator: Any) -> dict[str, Any]:
     """The bank's description as the current package writes it: a bank written before a config
     field existed (e.g. ``scheme``, whose default is the scheme such banks were simulated with)
@@ -352,8 +353,10 @@ def _upgraded(description: dict[str, Any], simulator: Any) -> dict[str, Any]:
 def _check_same(description: dict[str, Any], bank_hash: str, simulator: Any, action: str) -> None:
     """ValueError naming the differing fields unless ``simulator`` matches the bank description."""
     given = canonical(simulator.describe())
+    if config_hash(given) == bank_hash:
+        return
     upgraded = _upgraded(description, simulator)
-    if config_hash(given) in (bank_hash, config_hash(upgraded)):
+    if config_hash(given) == config_hash(upgraded):
         return
     diffs = _diff(upgraded, given) or [f"config hash {bank_hash[:12]} (bank) vs {config_hash(given)[:12]} (given)"]
     raise ValueError(f"{action} a bank with another simulator configuration: " + "; ".join(diffs))
