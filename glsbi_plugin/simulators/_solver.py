@@ -173,12 +173,7 @@ def skrock_step(
     dt = cfg.dt
     dynamic = cfg.gauge == "dynamic"
     lk = None if dynamic else links
-
-    def comb(*terms: tuple[float, State]) -> State:
-        psi = sum(c * x.psi for c, x in terms)
-        if not dynamic:  # the links do not move
-            return State(psi, state.a_x, state.a_y)
-        return State(psi, sum(c * x.a_x for c, x in terms), sum(c * x.a_y for c, x in terms))
+    comb = functools.partial(_combine, state if not dynamic else None)
 
     (mu1, nu1, kappa1), *rest = skrock_coefficients(cfg.stages)
     if noise is None:
@@ -191,6 +186,14 @@ def skrock_step(
     for mu, nu, kappa in rest:
         k_prev, k = k, comb((mu * dt, drift(k, params, cfg, lk)), (nu, k), (kappa, k_prev))
     return k
+
+
+def _combine(frozen: State | None, *terms: tuple[jax.Array | float, State]) -> State:
+    """Σ c·X over ``terms``; with ``frozen`` (frozen gauge) the links are that state's, unchanged."""
+    psi = sum(c * x.psi for c, x in terms)
+    if frozen is not None:
+        return State(psi, frozen.a_x, frozen.a_y)
+    return State(psi, sum(c * x.a_x for c, x in terms), sum(c * x.a_y for c, x in terms))
 
 
 def _skrock_table(cfg: TDGLConfig) -> np.ndarray:
@@ -230,12 +233,7 @@ def _skrock_run(
     table = jnp.asarray(_skrock_table(cfg), cfg.real_dtype)
     (_, nu1, kappa1), *_ = skrock_coefficients(cfg.stages)
     fixed = link_variables(state, params, cfg)  # frozen gauge: the only links there are
-
-    def axpy(*terms: tuple[jax.Array | float, State]) -> State:
-        psi = sum(c * x.psi for c, x in terms)
-        if not dynamic:
-            return State(psi, state.a_x, state.a_y)
-        return State(psi, sum(c * x.a_x for c, x in terms), sum(c * x.a_y for c, x in terms))
+    axpy = functools.partial(_combine, state if not dynamic else None)
 
     def links_at(x: State) -> tuple[jax.Array, jax.Array]:
         return link_variables(x, params, cfg) if dynamic else fixed
