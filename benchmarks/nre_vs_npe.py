@@ -2,7 +2,7 @@
 r"""NRE_A, NRE_B, NRE_C, BNRE and NPE at several simulation budgets on the glsbi simulator.
 
 Every method sees the same simulations: one :class:`glsbi_plugin.store.SimulationBank` (θ = (η, B)
-from the default prior, a small torus, default ``--size 32 --steps 1000``, t = 80) holds
+from the default prior, the quickstart's forward model: default ``--size 48 --steps 256``, t = 80) holds
 ``max(budgets)`` training rows followed by ``--num-test`` held-out rows. A budget ``b`` trains on
 the bank's first ``b`` rows (so smaller budgets are subsets of larger ones; sbi holds out 10 % of
 them for early stopping) with :func:`glsbi_plugin.inference.build_inference` / ``train`` and the
@@ -40,15 +40,11 @@ fresh temporary directory unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.metadata
 import json
 import math
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 from glsbi_plugin import DEFAULT_CONFIG, make_prior, make_simulator
 from glsbi_plugin.diagnostics import calibration_report
@@ -73,33 +70,12 @@ NAMES = ("eta", "field")
 # ------------------------------------------------------------------------------------- environment
 def environment() -> dict[str, Any]:
     """Date, command, machine, versions and git state of this run."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model or platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()),
+        **machine(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "sbi": importlib.metadata.version("sbi"),
         "jax": importlib.metadata.version("jax"),
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 

@@ -37,13 +37,8 @@ Run::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +46,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 from glsbi_plugin.simulators import (
     TDGLConfig,
@@ -189,22 +185,11 @@ def time_forward(cfg: TDGLConfig, batch: int, repeats: int) -> dict[str, float]:
 
 
 def environment() -> dict[str, Any]:
-    try:
-        git = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        git = ""
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        **machine(),
         "jax": jax.__version__,
-        "python": platform.python_version(),
         "devices": [str(d) for d in jax.devices()],
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "git": git,
     }
 
 
@@ -221,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.batch = min(args.batch, 16)
     cfgs = schemes(args.quick)
     env = environment()
-    print(f"# scheme agreement ({env['date']}, git {env['git']}, load {env['loadavg']})", flush=True)
+    print(f"# scheme agreement ({env['date']}, git {env['git_commit']}, load {env['loadavg_start']})", flush=True)
 
     bounds = {}
     for eta, field in THETAS:
@@ -312,9 +297,9 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [
         "# SK-ROCK vs explicit Euler: quench statistics and speed",
         "",
-        f"- date: {env['date']}; command: `{env['command']}`; git {env['git']}",
-        f"- jax {env['jax']}, devices {', '.join(env['devices'])}, {env['cpus']} CPUs, load average at start "
-        f"{', '.join(f'{x:.2f}' for x in env['loadavg'])}",
+        f"- date: {env['date']}; command: `{env['command']}`; git {env['git_commit']}",
+        f"- jax {env['jax']}, devices {', '.join(env['devices'])}, {env['cpu_count']} CPUs, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}",
         f"- forward model: {out['shape'][0]}x{out['shape'][1]}, `presets.type15`, t = {out['t_final']:g}; "
         f"{out['seeds']} seeds per scheme and θ; Euler stability bound over these θ: dt <= {out['euler_bound_dt']:.4f}",
         "",

@@ -34,14 +34,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import functools
 import importlib.metadata
 import json
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +49,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 from glsbi_plugin.simulators import State, TDGLConfig, presets, simulate_batch
 from glsbi_plugin.simulators._reference import NumpyTDGL
@@ -365,38 +363,14 @@ def measure_memory(cfg: TDGLConfig, batch: int, timeout_s: float = 600) -> dict[
 
 def environment() -> dict[str, Any]:
     """Versions, devices, CPU and XLA settings of this run."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
     devices = jax.devices()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine(),
         "jax": jax.__version__,
         "jaxlib": importlib.metadata.version("jaxlib"),
         "numpy": np.__version__,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in devices],
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "cpu_model": cpu_model,
-        "loadavg_start": list(os.getloadavg()),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "env": {
             k: os.environ[k]
@@ -405,8 +379,6 @@ def environment() -> dict[str, Any]:
         },
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "jax_default_prng_impl": str(jax.config.jax_default_prng_impl),
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 

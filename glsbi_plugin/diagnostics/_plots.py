@@ -64,25 +64,26 @@ def plot_coverage(report: CalibrationReport, ax: Any) -> None:
                     label=f"{name}, central (exact, grid)")
     if report.hpd_coverage is not None:
         ax.plot(report.levels, report.hpd_coverage, "k-", lw=2, label="joint HPD (log-prob ranks)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("nominal credibility level")
-    ax.set_ylabel("empirical coverage")
-    ax.set_title("expected coverage (below the diagonal: over-confident)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+    _unit_square(ax, "nominal credibility level", "empirical coverage",
+                 "expected coverage (below the diagonal: over-confident)")
 
 
 def plot_tarp(report: CalibrationReport, ax: Any) -> None:
     """TARP's expected coverage probability vs credibility α, with the diagonal."""
     ax.plot([0, 1], [0, 1], color="0.4", lw=1, ls="--")
     ax.plot(report.tarp_alpha, report.tarp_ecp, "C3-", lw=2, label="TARP ECP")
+    _unit_square(ax, "credibility level α", "expected coverage probability",
+                 f"TARP: ATC = {report.tarp_atc:+.3f}, KS p = {report.tarp_ks_pvalue:.3g}")
+
+
+def _unit_square(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    """Coverage-style axes: [0, 1]², equal aspect, labels, title and legend."""
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_xlabel("credibility level α")
-    ax.set_ylabel("expected coverage probability")
-    ax.set_title(f"TARP: ATC = {report.tarp_atc:+.3f}, KS p = {report.tarp_ks_pvalue:.3g}", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
 
 
