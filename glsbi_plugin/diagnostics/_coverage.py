@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from scipy.stats import binom
 from torch import Tensor
 
@@ -206,16 +205,3 @@ def as_levels(levels: Sequence[float] | None) -> np.ndarray:
     if out.size == 0 or not np.all((out > 0) & (out < 1)):
         raise ValueError(f"levels must be a non-empty sequence of numbers in (0, 1), got {levels!r}")
     return np.unique(out)
-
-
-def as_tensor_2d(theta: object, name: str = "theta_test") -> Tensor:
-    """``theta`` as a finite float32 ``(N, d)`` tensor (a ``(N,)`` vector counts as ``d = 1``)."""
-    if not isinstance(theta, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, d), got {type(theta).__name__}")
-    if theta.ndim == 1:
-        theta = theta[:, None]
-    if theta.ndim != 2 or theta.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, d) with N >= 1, got {tuple(theta.shape)}")
-    if not theta.is_floating_point() or not torch.isfinite(theta).all():
-        raise ValueError(f"{name} must be a finite floating tensor")
-    return theta.detach().to(torch.float32)

@@ -32,10 +32,10 @@ from sbi.diagnostics.sbc import check_uniformity_frequentist
 from sbi.diagnostics.tarp import _run_tarp, get_tarp_references
 from torch import Tensor
 
+from .._validation import as_tensor_2d
 from ..inference import GridPosterior
 from ._coverage import (
     as_levels,
-    as_tensor_2d,
     binomial_band,
     central_coverage,
     grid_interval_hits,

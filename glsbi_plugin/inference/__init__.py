@@ -15,6 +15,7 @@ Typical use (θ = (η, B), images ``(n, C, H, W)``)::
 
 from __future__ import annotations
 
+from .._validation import as_batched_x, box_bounds, check_theta
 from ._builders import (
     DEFAULT_MODELS,
     METHODS,
@@ -25,7 +26,6 @@ from ._builders import (
     build_inference,
     train,
 )
-from ._checks import as_batched_x, box_bounds, check_theta
 from ._grid import GridPosterior
 
 __all__ = [

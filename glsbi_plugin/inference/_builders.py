@@ -38,8 +38,8 @@ from sbi.utils.tracking import TensorBoardTracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .._validation import box_bounds, check_theta
 from ..embeddings import EmbeddingConfig
-from ._checks import box_bounds, check_theta
 
 __all__ = ["METHODS", "MemoryTracker", "Method", "RepeatedRowsEmbedding", "build_inference", "train"]
 

@@ -24,7 +24,7 @@ from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from ._checks import as_batched_x, box_bounds, check_theta
+from .._validation import as_batched_x, box_bounds, check_theta
 
 __all__ = ["GridPosterior"]
 

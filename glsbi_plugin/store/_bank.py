@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._meta import FORMAT_VERSION, canonical, canonical_json, check_count, chunk_digest, chunk_inputs, config_hash
+from .._validation import check_count
+from ._meta import FORMAT_VERSION, canonical, canonical_json, chunk_digest, chunk_inputs, config_hash
 from ._meta import description_diff as _diff
 from ._read import BankReader
 

@@ -82,15 +82,6 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``, or a ValueError naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
-    if value < minimum:
-        raise ValueError(f"{name}={value}: must be >= {minimum}")
-    return int(value)
-
-
 def chunk_rng(bank_seed: int, chunk: int) -> np.random.Generator:
     """The generator of chunk ``chunk``: ``PCG64(SeedSequence(bank_seed, spawn_key=(chunk,)))``."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(bank_seed, spawn_key=(chunk,))))
