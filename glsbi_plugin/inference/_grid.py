@@ -6,6 +6,11 @@ every θ. :class:`GridPosterior` runs the CNN once per observation and only the 
 grid of cell centres covering the prior's box; the normalised grid gives the density, inverse-CDF
 sampling (plus a uniform jitter inside the cell), the MAP and credible intervals. For NPE flows the
 flow's condition embedding is likewise computed once and the flow's ``log_prob`` runs over the grid.
+
+What differs between estimator families (how x is embedded, how the unnormalised log posterior is
+evaluated given that embedding, which sbi potential matches) lives in one small adapter per family
+(:class:`_RatioAdapter`, :class:`_ZukoFlowAdapter`, :class:`_NFlowsFlowAdapter`), chosen once by
+:func:`_adapter_for`; :class:`GridPosterior` itself only handles the grid.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
 
 import torch
 from sbi.inference.posteriors.base_posterior import NeuralPosterior
+from sbi.inference.potentials.base_potential import BasePotential
 from sbi.inference.potentials.posterior_based_potential import PosteriorBasedPotential
 from sbi.inference.potentials.ratio_based_potential import RatioBasedPotential
 from sbi.neural_nets.estimators.nflows_flow import NFlowsFlow
@@ -32,6 +39,221 @@ logger = logging.getLogger(__name__)
 
 #: Default points per axis by dimension of θ (1e3, 1e4 and ~3.3e4 grid points).
 DEFAULT_RESOLUTION = {1: 1000, 2: 100, 3: 32}
+
+#: Observations sent through an embedding net at once.
+_EMBED_ROWS = 256
+
+
+class _GridState(NamedTuple):
+    """What :class:`GridPosterior` caches per observation (the default x and the last x seen)."""
+
+    x: Tensor
+    """The observation(s), ``(n, C, H, W)`` (``n`` i.i.d. trials; 1 for flows)."""
+    emb: Tensor
+    """Their embeddings, ``(n, F)`` (:meth:`_Adapter.embed`)."""
+    log_mass: Tensor
+    """Log probability mass of every grid cell, ``(G,)``; it logsumexps to 0."""
+    log_norm: Tensor
+    """Log normaliser of the density (a scalar): ``log Σ exp(unnormalised) + log cell_volume``."""
+
+
+class _ThetaFeatures(NamedTuple):
+    """The x-independent part of a ratio estimator's log posterior at a batch of θ ``(T, d)``."""
+
+    features: Tensor
+    """``embedding_net_theta(θ)``, ``(T, F_θ)``."""
+    log_prior: Tensor
+    """``prior.log_prob(θ)``, ``(T,)``."""
+
+    def rows(self, index: slice) -> _ThetaFeatures:
+        """The features of the θ rows ``index``."""
+        return _ThetaFeatures(self.features[index], self.log_prior[index])
+
+
+class _Adapter:
+    """How :class:`GridPosterior` evaluates one family of sbi estimators (one subclass per family).
+
+    Args:
+        estimator: The trained estimator.
+        prior: The prior it was trained with.
+    """
+
+    kind: ClassVar[str]
+    """Short name of the family: ``"ratio"`` (NRE) or ``"flow"`` (NPE)."""
+    potential_cls: ClassVar[type[BasePotential]]
+    """sbi's potential for this family (behind :meth:`GridPosterior.potential`)."""
+    iid_trials: ClassVar[bool]
+    """Whether several observations can be combined as i.i.d. trials of one θ."""
+
+    def __init__(self, estimator: nn.Module, prior: Distribution) -> None:
+        self.estimator = estimator
+        self.prior = prior
+
+    @property
+    def embedding_net(self) -> nn.Module:
+        """The estimator's network embedding x."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """Embeds a batch of observations once.
+
+        Args:
+            x: Observations ``(n, C, H, W)``.
+
+        Returns:
+            Embeddings ``(n, F)``.
+        """
+        return torch.cat([self.embedding_net(chunk) for chunk in x.split(_EMBED_ROWS)])
+
+    def theta_features(self, theta: Tensor) -> _ThetaFeatures | None:
+        """The x-independent work of :meth:`log_density` at θ ``(T, d)``, to cache for the grid.
+
+        Returns:
+            What :meth:`log_density` accepts as ``features``; ``None`` where there is nothing to cache.
+        """
+        return None
+
+    def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
+        """Unnormalised log posterior at θ given embedded observations.
+
+        Args:
+            theta: Parameters ``(T, d)``.
+            emb: Embedded observations ``(n, F)`` from :meth:`embed`.
+            features: :meth:`theta_features` of these θ, if cached.
+
+        Returns:
+            Log densities ``(T,)``, up to a θ-independent constant.
+        """
+        raise NotImplementedError
+
+
+class _RatioAdapter(_Adapter):
+    """sbi's ratio estimators (NRE_A/B/C, BNRE): ``log r(θ, x) + log p(θ)``, summed over i.i.d. trials."""
+
+    kind = "ratio"
+    potential_cls = RatioBasedPotential
+    iid_trials = True
+    estimator: RatioEstimator
+
+    @property
+    def embedding_net(self) -> nn.Module:
+        """``estimator.embedding_net_x``."""
+        return self.estimator.embedding_net_x
+
+    @torch.no_grad()
+    def theta_features(self, theta: Tensor) -> _ThetaFeatures:
+        """``embedding_net_theta(θ)`` and ``prior.log_prob(θ)``."""
+        return _ThetaFeatures(self.estimator.embedding_net_theta(theta), self.prior.log_prob(theta).to(theta.device))
+
+    @torch.no_grad()
+    def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
+        """``Σ_trials net([embedding_net_theta(θ), emb_i]) + log p(θ)``: sbi's ``RatioBasedPotential``.
+
+        Args:
+            theta: Parameters ``(T, d)``.
+            emb: Embedded i.i.d. trials ``(n, F)``.
+            features: :meth:`theta_features` of these θ, if cached.
+
+        Returns:
+            Log densities ``(T,)``.
+        """
+        feat, log_prior = self.theta_features(theta) if features is None else features
+        log_r = sum(self.estimator.net(torch.cat([feat, e.expand(len(theta), -1)], -1)).squeeze(-1) for e in emb)
+        return log_r + log_prior
+
+
+class _ZukoFlowAdapter(_Adapter):
+    """sbi's zuko flows (NPE with ``model="zuko_*"``): the flow's ``log_prob`` given the embedded x."""
+
+    kind = "flow"
+    potential_cls = PosteriorBasedPotential
+    iid_trials = False
+    estimator: ZukoFlow
+
+    @property
+    def embedding_net(self) -> nn.Module:
+        """``estimator.embedding_net`` (public on sbi's wrapper)."""
+        return self.estimator.embedding_net
+
+    @torch.no_grad()
+    def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
+        """The flow's normalised ``log q(θ | x)`` (sbi's ``PosteriorBasedPotential`` inside the prior's box).
+
+        Args:
+            theta: Parameters ``(T, d)``.
+            emb: Embedded observation ``(1, F)`` (only the first row is used).
+            features: Unused.
+
+        Returns:
+            Log densities ``(T,)``.
+        """
+        # ``estimator.net`` is the zuko ``Flow``; called on an embedded context it returns the
+        # conditional distribution (zuko's public API), as ``ZukoFlow.log_prob`` does internally.
+        return self.estimator.net(emb[:1]).log_prob(theta)
+
+
+class _NFlowsFlowAdapter(_Adapter):
+    """sbi's nflows flows (NPE with ``model="maf"``, ``"nsf"``, ...): the flow's density given the embedded x."""
+
+    kind = "flow"
+    potential_cls = PosteriorBasedPotential
+    iid_trials = False
+    estimator: NFlowsFlow
+
+    @property
+    def embedding_net(self) -> nn.Module:
+        """``estimator.embedding_net`` (public on sbi's wrapper)."""
+        return self.estimator.embedding_net
+
+    @torch.no_grad()
+    def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
+        """The flow's normalised ``log q(θ | x)`` (sbi's ``PosteriorBasedPotential`` inside the prior's box).
+
+        Args:
+            theta: Parameters ``(T, d)``.
+            emb: Embedded observation ``(1, F)`` (only the first row is used).
+            features: Unused.
+
+        Returns:
+            Log densities ``(T,)``.
+        """
+        # nflows' ``Flow.log_prob(θ, context)`` always runs its embedding net on ``context`` and has no
+        # public entry point taking an already embedded one, so this repeats ``Flow._log_prob`` after
+        # its embedding step, through the private ``_transform`` and ``_distribution`` (nflows 0.14).
+        flow, ctx = self.estimator.net, emb[:1].expand(len(theta), -1)
+        noise, logabsdet = flow._transform(theta, context=ctx)
+        return flow._distribution.log_prob(noise, context=ctx) + logabsdet
+
+
+#: Supported estimator types and their adapters, tried in order.
+_ADAPTERS: tuple[tuple[type[nn.Module], type[_Adapter]], ...] = (
+    (RatioEstimator, _RatioAdapter),
+    (ZukoFlow, _ZukoFlowAdapter),
+    (NFlowsFlow, _NFlowsFlowAdapter),
+)
+
+
+def _adapter_for(estimator: nn.Module, prior: Distribution) -> _Adapter:
+    """The adapter for ``estimator``'s family.
+
+    Args:
+        estimator: A trained sbi estimator.
+        prior: The prior it was trained with.
+
+    Returns:
+        The matching adapter.
+
+    Raises:
+        TypeError: If ``estimator`` belongs to none of the supported families.
+    """
+    for cls, adapter in _ADAPTERS:
+        if isinstance(estimator, cls):
+            return adapter(estimator, prior)
+    raise TypeError(
+        "GridPosterior needs a RatioEstimator (NRE_A/B/C, BNRE) or a ZukoFlow/NFlowsFlow (NPE), "
+        f"got {type(estimator).__name__}"
+    )
 
 
 class GridPosterior(NeuralPosterior):
@@ -69,15 +291,7 @@ class GridPosterior(NeuralPosterior):
         x_o: Tensor | None = None,
         max_rows: int = 2**17,
     ) -> None:
-        if isinstance(estimator, RatioEstimator):
-            self.kind = "ratio"
-        elif isinstance(estimator, (ZukoFlow, NFlowsFlow)):
-            self.kind = "flow"
-        else:
-            raise TypeError(
-                f"GridPosterior needs a RatioEstimator (NRE_A/B/C, BNRE) or a ZukoFlow/NFlowsFlow (NPE), "
-                f"got {type(estimator).__name__}"
-            )
+        self._adapter = _adapter_for(estimator, prior)
         low, high = box_bounds(prior)
         d = low.numel()
         if d > 3:
@@ -90,8 +304,8 @@ class GridPosterior(NeuralPosterior):
         self.max_rows = int(max_rows)
         device = next(estimator.parameters()).device
         self.estimator = estimator.eval()
-        potential_cls = RatioBasedPotential if self.kind == "ratio" else PosteriorBasedPotential
-        super().__init__(potential_cls(estimator, prior, None, device=str(device)), device=str(device))
+        potential = self._adapter.potential_cls(estimator, prior, None, device=str(device))
+        super().__init__(potential, device=str(device))
         self.prior = prior
         self.x_shape = tuple(int(s) for s in estimator.condition_shape)
         self.low, self.high = low.to(device), high.to(device)
@@ -103,14 +317,17 @@ class GridPosterior(NeuralPosterior):
         ]
         self.axes = axes
         self.grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, d)
-        with torch.no_grad():
-            self._grid_features = estimator.embedding_net_theta(self.grid) if self.kind == "ratio" else None
-            self._grid_prior = prior.log_prob(self.grid).to(device) if self.kind == "ratio" else None
-        self._memo: tuple[Tensor, dict[str, Tensor]] | None = None
-        self._default: dict[str, Tensor] | None = None
+        self._grid_features = self._adapter.theta_features(self.grid)
+        self._memo: _GridState | None = None
+        self._default: _GridState | None = None
         self._purpose = f"Grid of {'x'.join(map(str, self.resolution))} cells over the prior's box ({self.kind})."
         if x_o is not None:
             self.set_default_x(x_o)
+
+    @property
+    def kind(self) -> str:
+        """The estimator family: ``"ratio"`` (NRE) or ``"flow"`` (NPE)."""
+        return self._adapter.kind
 
     # -- observations ------------------------------------------------------------------------
     def set_default_x(self, x: Tensor) -> GridPosterior:
@@ -131,56 +348,38 @@ class GridPosterior(NeuralPosterior):
         self._map = None
         return self
 
-    def _state(self, x: Tensor | None) -> dict[str, Tensor]:
+    def _state(self, x: Tensor | None) -> _GridState:
         if x is None:
             if self._default is None:
                 raise ValueError("no x given and no default x set: pass x=... or call set_default_x(x)")
             return self._default
         x = as_batched_x(x, self.x_shape).to(self._device)
-        if self._memo is not None and self._memo[0].shape == x.shape and torch.equal(self._memo[0], x):
-            return self._memo[1]
-        state = self._evaluate(x)
-        self._memo = (x, state)
-        return state
+        if self._memo is not None and self._memo.x.shape == x.shape and torch.equal(self._memo.x, x):
+            return self._memo
+        self._memo = self._evaluate(x)
+        return self._memo
 
-    def _evaluate(self, x: Tensor) -> dict[str, Tensor]:
-        if self.kind == "flow" and x.shape[0] > 1:
+    def _evaluate(self, x: Tensor) -> _GridState:
+        if not self._adapter.iid_trials and x.shape[0] > 1:
             raise ValueError(
                 f"an NPE posterior conditions on one observation, got x of shape {tuple(x.shape)}; "
                 "use sample_batched for many observations"
             )
-        emb = self._embed(x)
-        unnorm = self._unnormalised(self.grid, emb, grid=True)
+        emb = self._adapter.embed(x)
+        unnorm = self._unnormalised(self.grid, emb, self._grid_features)
         log_z = torch.logsumexp(unnorm, 0)
-        return {"emb": emb, "log_mass": unnorm - log_z, "log_norm": log_z + self.log_cell_volume}
+        return _GridState(x, emb, unnorm - log_z, log_z + self.log_cell_volume)
 
     @torch.no_grad()
-    def _embed(self, x: Tensor) -> Tensor:
-        if self.kind == "ratio":
-            net = self.estimator.embedding_net_x
-        elif isinstance(self.estimator, ZukoFlow):
-            net = self.estimator.embedding_net
-        else:
-            net = self.estimator.net._embedding_net
-        return torch.cat([net(chunk) for chunk in x.split(256)])
+    def _unnormalised(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
+        """Unnormalised log posterior at θ ``(T, d)`` for embedded x ``(n_trials, F)``, ``max_rows`` θ at a time.
 
-    @torch.no_grad()
-    def _unnormalised(self, theta: Tensor, emb: Tensor, *, grid: bool = False) -> Tensor:
-        """Unnormalised log posterior at θ ``(T, d)`` for embedded x ``(n_trials, F)``."""
-        est, out = self.estimator, []
+        ``features`` are the adapter's cached :meth:`_Adapter.theta_features` of these θ (for the grid).
+        """
+        out = []
         for start in range(0, theta.shape[0], max(1, self.max_rows)):
-            th = theta[start : start + self.max_rows]
-            if self.kind == "ratio":
-                feat = self._grid_features[start : start + len(th)] if grid else est.embedding_net_theta(th)
-                log_r = sum(est.net(torch.cat([feat, e.expand(len(th), -1)], -1)).squeeze(-1) for e in emb)
-                prior = self._grid_prior[start : start + len(th)] if grid else self.prior.log_prob(th)
-                out.append(log_r + prior)
-            elif isinstance(est, ZukoFlow):
-                out.append(est.net(emb[:1]).log_prob(th))
-            else:
-                ctx = emb[:1].expand(len(th), -1)
-                noise, logabsdet = est.net._transform(th, context=ctx)
-                out.append(est.net._distribution.log_prob(noise, context=ctx) + logabsdet)
+            rows = slice(start, start + self.max_rows)
+            out.append(self._adapter.log_density(theta[rows], emb, None if features is None else features.rows(rows)))
         return torch.cat(out)
 
     # -- densities ---------------------------------------------------------------------------
@@ -194,7 +393,7 @@ class GridPosterior(NeuralPosterior):
             ``log p(θ_i | x)`` for every cell centre ``θ_i``.
         """
         state = self._state(x)
-        return state["log_mass"] - self.log_cell_volume
+        return state.log_mass - self.log_cell_volume
 
     def log_prob(self, theta: Tensor, x: Tensor | None = None, **kwargs: object) -> Tensor:
         """Normalised log density of θ (the estimator at θ minus the grid's log-normaliser).
@@ -214,7 +413,7 @@ class GridPosterior(NeuralPosterior):
         _accept_only(kwargs, "track_gradients", "log_prob")
         theta = check_theta(theta, self.low.cpu(), self.high.cpu()).to(self._device)
         state = self._state(x)
-        return self._unnormalised(theta, state["emb"]) - state["log_norm"]
+        return self._unnormalised(theta, state.emb) - state.log_norm
 
     def potential(self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False) -> Tensor:
         """sbi's (unnormalised, re-embedding) potential, with ``x`` accepted with or without batch dim."""
@@ -230,7 +429,7 @@ class GridPosterior(NeuralPosterior):
         Returns:
             Per parameter ``(axis, density)``: cell centres ``(n_k,)`` and the marginal density there.
         """
-        mass = self._state(x)["log_mass"].exp().reshape(self.resolution)
+        mass = self._state(x).log_mass.exp().reshape(self.resolution)
         d = len(self.resolution)
         out = []
         for k in range(d):
@@ -278,7 +477,7 @@ class GridPosterior(NeuralPosterior):
             θ of shape ``(d,)``.
         """
         _accept_only(kwargs, "show_progress_bars", "map")
-        return self.grid[int(self._state(x)["log_mass"].argmax())].clone()
+        return self.grid[int(self._state(x).log_mass.argmax())].clone()
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(
@@ -295,7 +494,7 @@ class GridPosterior(NeuralPosterior):
             Samples of shape ``(*sample_shape, d)``.
         """
         shape = torch.Size(sample_shape)
-        idx = _draw(self._state(x)["log_mass"][None], shape.numel())[0]
+        idx = _draw(self._state(x).log_mass[None], shape.numel())[0]
         return self._cells_to_theta(idx).reshape(*shape, -1)
 
     def sample_batched(
@@ -315,8 +514,8 @@ class GridPosterior(NeuralPosterior):
         _accept_only(kwargs, None, "sample_batched")
         x = as_batched_x(x, self.x_shape).to(self._device)
         shape = torch.Size(sample_shape)
-        emb = self._embed(x)
-        log_mass = torch.stack([self._unnormalised(self.grid, e[None], grid=True) for e in emb])
+        emb = self._adapter.embed(x)
+        log_mass = torch.stack([self._unnormalised(self.grid, e[None], self._grid_features) for e in emb])
         idx = _draw(log_mass, shape.numel())  # (B, N)
         theta = self._cells_to_theta(idx.reshape(-1)).reshape(x.shape[0], shape.numel(), -1)
         return theta.transpose(0, 1).reshape(*shape, x.shape[0], -1)
