@@ -1,8 +1,19 @@
 """glsbi: simulation-based inference of two-component Ginzburg–Landau couplings from vortex images.
 
-``glsbi_plugin.simulators`` is the JAX physics (no torch). The sbi-facing objects
-(``simulator``, ``prior``, ``ResNetGAP``, ...) are imported lazily so that the physics can be used
-without PyTorch installed.
+Rooms, in the direction data flows:
+
+- :mod:`glsbi_plugin.physics`: the JAX physics (no torch), with the forward model
+  (:func:`~glsbi_plugin.physics.forward`, :mod:`~glsbi_plugin.physics.presets`);
+- :mod:`glsbi_plugin.sbi_simulator`: the sbi simulator and its prior (``simulator``, ``prior``);
+  :mod:`glsbi_plugin.bridge`: JAX ↔ torch;
+- :mod:`glsbi_plugin.store`: the simulation bank;
+- :mod:`glsbi_plugin.embeddings`, :mod:`glsbi_plugin.inference`, :mod:`glsbi_plugin.checkpoint`;
+- :mod:`glsbi_plugin.diagnostics`: calibration reports;
+- :mod:`glsbi_plugin.apps`: the ``glsbi`` command line, the main job and the demo.
+
+The sbi-facing objects (``simulator``, ``prior``, ``ResNetGAP``, ...) are imported lazily so that
+the physics can be used without PyTorch installed. ``simulator`` is the default simulator
+(θ = (η, B)) and ``prior`` its ``simulator.prior()``.
 """
 
 from __future__ import annotations
@@ -20,11 +31,11 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY: dict[str, str] = {
-    "TDGLSimulator": "._simulator",
-    "DEFAULT_CONFIG": "._simulator",
-    "DEFAULT_BOUNDS": "._simulator",
-    "make_simulator": "._simulator",
-    "make_prior": "._simulator",
+    "TDGLSimulator": ".sbi_simulator",
+    "DEFAULT_CONFIG": ".sbi_simulator",
+    "DEFAULT_BOUNDS": ".sbi_simulator",
+    "make_simulator": ".sbi_simulator",
+    "make_prior": ".sbi_simulator",
     "ResNetGAP": ".embeddings",
     "EmbeddingConfig": ".embeddings",
     "to_jax": ".bridge",
@@ -45,8 +56,8 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _default(name: str) -> Any:
-    sim = import_module("._simulator", __name__)
-    return sim.make_simulator() if name == "simulator" else sim.make_prior()
+    simulator = _default("simulator") if name == "prior" else import_module(".sbi_simulator", __name__).make_simulator()
+    return simulator.prior() if name == "prior" else simulator
 
 
 __all__ = ["__version__", *_LAZY, *_DEFAULTS]

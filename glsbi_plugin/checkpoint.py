@@ -8,10 +8,19 @@ channels, measurement) and the ``state_dict`` to one ``torch.save`` file holding
 values and tensors, so :func:`load_estimator` reads it with ``weights_only=True`` (no pickled code).
 Loading rebuilds the estimator through the same builder and loads the weights strictly.
 
+The file is a dict: ``format`` (:data:`FORMAT`), ``method``, ``embedding``
+(``EmbeddingConfig.to_dict()``), ``estimator`` (the ``ClassifierConfig``/``FlowConfig``'s
+``to_dict()``), ``build_kwargs`` (``z_score_theta``/``dedup_x`` if given), ``simulator`` and
+``state_dict``. Files of the first format (``"glsbi-estimator/1"``), which kept the estimator's
+options as ``build_inference`` keywords in ``build_kwargs`` (``model``, ``hidden_features``,
+``num_transforms``, ...), still load: those keywords are mapped onto the config.
+
 Example:
     >>> save_estimator("estimator.pt", estimator, method="NRE_C", simulator=simulator,
     ...                embedding=embedding)                                   # doctest: +SKIP
     >>> ckpt = load_estimator("estimator.pt")                                 # doctest: +SKIP
+    >>> ckpt.estimator_config                                                 # doctest: +SKIP
+    ClassifierConfig(model='mlp', hidden_features=50, ...)
     >>> GridPosterior(ckpt.estimator, ckpt.prior).set_default_x(ckpt.simulator(theta, seed=0)[0])  # doctest: +SKIP
 """
 
@@ -22,21 +31,30 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sbi.utils import BoxUniform
 from torch import nn
 
-from ._simulator import TDGLSimulator, make_prior
 from .embeddings import EmbeddingConfig
+from .sbi_simulator import TDGLSimulator
+
+if TYPE_CHECKING:
+    from .inference import EstimatorConfig
 
 __all__ = ["FORMAT", "EstimatorCheckpoint", "load_estimator", "save_estimator"]
 
 logger = logging.getLogger(__name__)
 
-#: Format tag written into every checkpoint; :func:`load_estimator` refuses other tags.
-FORMAT = "glsbi-estimator/1"
+#: Format tag written into every checkpoint; :func:`load_estimator` also reads :data:`_FORMAT_1` files.
+FORMAT = "glsbi-estimator/2"
+# the first format: the estimator's options were build_inference keywords inside "build_kwargs"
+_FORMAT_1 = "glsbi-estimator/1"
+# build_inference keywords other than the options that save_estimator stores itself
+_BUILD_KWARGS = ("z_score_theta", "dedup_x")
+# build_inference keywords that do not change the network (dropped from format-1 files)
+_NOT_ARCHITECTURE = ("device", "log_dir", "show_progress_bars")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,7 +67,10 @@ class EstimatorCheckpoint:
         simulator: The forward model of the training set (same config, parameters, channels).
         method: The sbi method, e.g. ``"NRE_C"``.
         embedding: The image embedding's options.
-        build_kwargs: Further keywords given to ``build_inference`` (``hidden_features``, ...).
+        estimator_config: The options of the network on the embedding (a ``ClassifierConfig`` for
+            the ratio methods, a ``FlowConfig`` for NPE).
+        build_kwargs: The other keywords given to ``build_inference`` (``z_score_theta``,
+            ``dedup_x``; empty if they kept their defaults).
     """
 
     estimator: nn.Module
@@ -57,6 +78,7 @@ class EstimatorCheckpoint:
     simulator: TDGLSimulator
     method: str
     embedding: EmbeddingConfig
+    estimator_config: EstimatorConfig
     build_kwargs: dict[str, Any]
 
 
@@ -67,6 +89,7 @@ def save_estimator(
     method: str,
     simulator: TDGLSimulator,
     embedding: EmbeddingConfig,
+    estimator_config: EstimatorConfig | None = None,
     build_kwargs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``estimator`` and the options that rebuild it to ``path`` (see the module docstring).
@@ -77,17 +100,36 @@ def save_estimator(
         method: The method given to ``build_inference`` (``"NRE_A"``, ..., ``"NPE"``).
         simulator: The simulator of the training set; its prior box is taken from ``low``/``high``.
         embedding: The ``EmbeddingConfig`` given to ``build_inference``.
-        build_kwargs: Any other keywords given to ``build_inference`` (``model``,
-            ``hidden_features``, ``z_score_theta``, ``dedup_x``, estimator options); JSON values only.
+        estimator_config: The ``ClassifierConfig``/``FlowConfig`` given to ``build_inference``.
+            ``None`` (default): the one the estimator was built with (networks built by
+            ``build_inference`` carry it), else the method's default.
+        build_kwargs: The keywords ``z_score_theta``/``dedup_x`` if they were given to
+            ``build_inference``; JSON values only.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: If ``build_kwargs`` is not JSON-serialisable or the estimator's θ/x shapes do
-            not match the simulator.
+        ValueError: If ``method`` is unknown, ``estimator_config`` is of the wrong kind for
+            ``method`` or differs from the one the estimator was built with, ``build_kwargs`` has
+            other keys or non-JSON values, or the estimator's θ/x shapes do not match the simulator.
     """
+    from .inference import default_estimator_config
+
+    default = default_estimator_config(method)  # type: ignore[arg-type]  # checks the method
+    built_with = getattr(estimator, "_glsbi_estimator_config", None)
+    config = estimator_config if estimator_config is not None else built_with or default
+    if not isinstance(config, type(default)):
+        raise ValueError(f"{method} needs a {type(default).__name__} as estimator_config, got {type(config).__name__}")
+    if built_with is not None and built_with != config:
+        raise ValueError(f"estimator_config={config!r}, but the estimator was built with {built_with!r}")
     kwargs = dict(build_kwargs or {})
+    extra = sorted(set(kwargs) - set(_BUILD_KWARGS))
+    if extra:
+        hint = ""
+        if set(extra) & set(config.to_dict()):
+            hint = f"estimator options go in estimator_config (a {type(default).__name__}); "
+        raise ValueError(f"build_kwargs has keys {extra}: {hint}build_kwargs takes only {_BUILD_KWARGS}")
     try:
         json.dumps(kwargs)
     except TypeError as e:
@@ -103,6 +145,7 @@ def save_estimator(
         "format": FORMAT,
         "method": str(method),
         "embedding": embedding.to_dict(),
+        "estimator": config.to_dict(),
         "build_kwargs": kwargs,
         "simulator": json.loads(json.dumps(simulator.describe())),  # plain lists, floats, strings
         "state_dict": {k: v.detach().cpu() for k, v in estimator.state_dict().items()},
@@ -125,10 +168,11 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
 
     Raises:
         OSError: If ``path`` cannot be read.
-        ValueError: If the file is not a glsbi estimator checkpoint or its weights do not fit the
-            rebuilt architecture.
+        ValueError: If the file is not a glsbi estimator checkpoint, its options are not valid
+            (or, in a format-1 file, cannot be mapped onto a ``ClassifierConfig``/``FlowConfig``),
+            or its weights do not fit the rebuilt architecture.
     """
-    from .inference import build_inference
+    from .inference import build_inference, default_estimator_config
 
     path = Path(path)
     try:
@@ -137,15 +181,22 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
         raise
     except Exception as e:  # not a torch file, or not only plain values
         raise ValueError(f"{path} is not a glsbi estimator checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, _FORMAT_1):
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a glsbi estimator checkpoint (format {found!r}, expected {FORMAT!r})")
+    method = payload["method"]
+    try:
+        config_type = type(default_estimator_config(method))
+        if payload["format"] == _FORMAT_1:
+            config, kwargs = _from_format_1(config_type, payload["build_kwargs"])
+        else:
+            config, kwargs = config_type.from_dict(payload["estimator"]), dict(payload["build_kwargs"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     simulator = TDGLSimulator.from_description(payload["simulator"], batch_size=batch_size)
-    box = zip(simulator.low, simulator.high, strict=True)
-    prior = make_prior(simulator.names, bounds=dict(zip(simulator.names, box, strict=True)))
+    prior = simulator.prior()
     embedding = EmbeddingConfig.from_dict(payload["embedding"])
-    kwargs = dict(payload["build_kwargs"])
-    inference = build_inference(payload["method"], prior, embedding, x_shape=simulator.x_shape, **kwargs)
+    inference = build_inference(method, prior, embedding, config, x_shape=simulator.x_shape, **kwargs)
     # sbi's builder needs example batches (standardisation buffers are then overwritten by the weights)
     # (drawn from a private generator: loading leaves torch's global random state alone)
     generator = torch.Generator().manual_seed(0)
@@ -156,14 +207,45 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
     try:
         estimator.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
-        method = payload["method"]
         raise ValueError(f"{path}: the saved weights do not fit the rebuilt {method} estimator: {e}") from None
-    logger.info("loaded %s estimator from %s", payload["method"], path)
+    logger.info("loaded %s estimator from %s", method, path)
     return EstimatorCheckpoint(
         estimator=estimator.eval(),
         prior=prior,
         simulator=simulator,
-        method=payload["method"],
+        method=method,
         embedding=embedding,
+        estimator_config=config,
         build_kwargs=kwargs,
     )
+
+
+def _from_format_1(config_type: type, build_kwargs: Mapping[str, Any]) -> tuple[EstimatorConfig, dict[str, Any]]:
+    """Map a format-1 ``build_kwargs`` (old ``build_inference`` keywords) onto a config and the rest.
+
+    The old keywords were ``model``, ``hidden_features``, ``z_score_theta``, ``dedup_x`` and options
+    forwarded to sbi's builder under sbi's names. Options that the model's sbi builder ignores
+    (e.g. ``posterior_nn``'s ``num_bins`` for ``"maf"``) are dropped, as sbi dropped them.
+    """
+    kwargs = dict(build_kwargs)
+    model = kwargs.pop("model", None) or config_type().model  # the old default per method
+    probe = config_type(model=model)  # refuses a model no longer offered
+    fields = {f.name for f in dataclasses.fields(config_type)} - {"model"}
+    by_sbi_name = {probe._SBI_NAMES.get((f, model), f): f for f in fields if probe.uses(f)}
+    if model == "zuko_nsf":
+        by_sbi_name["bins"] = "num_bins"  # zuko's own keyword; it overrode sbi's num_bins
+    options: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key in sorted(kwargs, key=lambda k: k == "bins"):  # "bins" last: it wins over num_bins
+        value = kwargs[key]
+        if key in _BUILD_KWARGS:
+            rest[key] = value
+        elif key in by_sbi_name:
+            options[by_sbi_name[key]] = value
+        elif key in fields or key in _NOT_ARCHITECTURE:
+            logger.info("format-1 checkpoint: dropped %s=%r (no effect on a %s network)", key, value, model)
+        else:
+            raise ValueError(
+                f"the format-1 option {key}={value!r} of model {model!r} has no {config_type.__name__} field"
+            )
+    return config_type(model=model, **options), rest

@@ -1,10 +1,20 @@
-r"""The sbi-facing simulator and prior: θ (torch, ``(n, d)``) → images x (torch, ``(n, C, H, W)``).
+r"""The sbi simulator and its prior: θ (torch, ``(n, d)``) → images x (torch, ``(n, C, H, W)``).
 
 ``TDGLSimulator`` maps the columns of θ onto named fields of a base :class:`TDGLParams` (default
-θ = (η, B)), runs one ``jax.vmap``-ed, jitted quench per batch, observes the chosen channels and
-hands the images to torch through DLPack (:mod:`glsbi_plugin.bridge`). It is a plain callable, so
-``sbi.inference.simulate_for_sbi`` and ``sbi.utils.user_input_checks.process_simulator`` take it
-unchanged.
+θ = (η, B)), runs the physics package's :func:`~glsbi_plugin.physics.forward` ``jax.vmap``-ed and
+jitted over each batch, and hands the images to torch through DLPack (:mod:`glsbi_plugin.bridge`).
+It is a plain callable, so ``sbi.inference.simulate_for_sbi`` and
+``sbi.utils.user_input_checks.process_simulator`` take it unchanged. It carries its prior's box:
+``simulator.prior()`` is the ``BoxUniform`` over exactly the θ it accepts.
+
+Example:
+    >>> from glsbi_plugin.physics import TDGLConfig
+    >>> from glsbi_plugin.sbi_simulator import make_simulator
+    >>> sim = make_simulator(config=TDGLConfig(shape=(16, 16), steps=20), bounds={"field": (0.1, 0.3)})
+    >>> prior = sim.prior()
+    >>> theta = prior.sample((3,))
+    >>> sim(theta, seed=0).shape
+    torch.Size([3, 2, 16, 16])
 
 Randomness is explicit: every simulation has an integer seed; ``simulator(theta, seed=s)`` derives
 per-sample seeds from ``s``; without ``seed`` they are drawn from ``generator`` (a
@@ -30,8 +40,17 @@ from torch import Tensor
 
 from ._validation import check_theta
 from .bridge import to_torch
-from .simulators import PARAM_NAMES, Measurement, TDGLConfig, TDGLParams, check_channels, check_params, observe, presets
-from .simulators._solver import _simulate, broadcast_params, shard_batch
+from .physics import (
+    PARAM_NAMES,
+    Measurement,
+    Observation,
+    TDGLConfig,
+    TDGLParams,
+    check_params,
+    forward,
+    presets,
+    shard_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +65,9 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "T": (0.0, 0.005),
 }
 
-#: The default forward model: a 64² torus, t = 200 after a field-cooled quench, SK-ROCK with 2
-#: stages at dt = 0.3125 (640 steps): 80% of its stability bound at the prior's largest η (0.39 at
-#: η = 0.3), 3.9x the explicit-Euler step. ``benchmarks/scheme_agreement.py``: 1.8x faster than
-#: Euler at dt = 0.08 (2500 steps), vortex and energy statistics equal within noise, and the same
-#: density of vortex-antivortex pairs early in the quench (dt = 0.625 was faster but left 1.5-2x
-#: as many pairs at t = 20: the quench itself needs dt of about 0.3, whatever the stability).
-DEFAULT_CONFIG = TDGLConfig(shape=(64, 64), h=0.5, dt=0.3125, steps=640, scheme="skrock", stages=2)
+#: The default forward model's numerics, :func:`glsbi_plugin.physics.presets.forward_model`: a 64²
+#: torus, t = 200 after a field-cooled quench, SK-ROCK with 2 stages at dt = 0.3125 (640 steps).
+DEFAULT_CONFIG = presets.forward_model()
 
 
 def make_prior(
@@ -105,7 +120,7 @@ class TDGLSimulator:
         base: Parameters not inferred (:class:`TDGLParams`, unbatched).
         names: Parameter names of θ's columns, e.g. ``("eta", "field")``.
         low, high: Bounds of θ (the prior's support); θ outside is refused.
-        channels: Observed channels (see :func:`glsbi_plugin.simulators.observe`).
+        channels: Observed channels (see :func:`glsbi_plugin.physics.observe`).
         measurement: Optional instrument model (blur, down-sampling, noise).
         batch_size: Simulations per vmapped JAX call. Smaller requests and the last batch are
             padded to a power of two (at most ``log2(batch_size) + 1`` compiled programs).
@@ -126,22 +141,32 @@ class TDGLSimulator:
             raise ValueError(f"low/high need {len(self.names)} entries, one per name in {self.names}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
-        check_channels(self.channels, self.config.components)
+        self.observation.check(self.config)
         # the whole box must be simulable: check its corners (dt bound, Nφ >= 1, finite values)
         for values in itertools.product(*zip(self.low, self.high, strict=True)):
             check_params(self.base.replace(**dict(zip(self.names, values, strict=True))), self.config)
 
-    # -- shapes -----------------------------------------------------------------------------
+    # -- shapes and the prior -----------------------------------------------------------------
     @property
     def theta_dim(self) -> int:
         return len(self.names)
 
     @property
+    def observation(self) -> Observation:
+        """What the simulator observes (channels and instrument), as the physics package's :class:`Observation`."""
+        return Observation(channels=self.channels, measurement=self.measurement)
+
+    @property
     def x_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image."""
-        f = self.measurement.downsample if self.measurement else 1
-        nx, ny = self.config.shape
-        return (len(self.channels), nx // f, ny // f)
+        return self.observation.x_shape(self.config)
+
+    def prior(self, device: str = "cpu") -> BoxUniform:
+        """The uniform prior over the box ``[low, high]`` this simulator accepts (an sbi ``BoxUniform``,
+        float32): the two cannot disagree."""
+        return BoxUniform(
+            torch.tensor(self.low, dtype=torch.float32), torch.tensor(self.high, dtype=torch.float32), device=device
+        )
 
     # -- simulation -------------------------------------------------------------------------
     def __call__(self, theta: Tensor, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -211,24 +236,13 @@ class TDGLSimulator:
 
     @functools.cached_property
     def _run(self):  # noqa: ANN202 - a jitted closure
-        cfg, names, base, channels, meas = self.config, self.names, self.base, self.channels, self.measurement
+        cfg, names, base, observation = self.config, self.names, self.base, self.observation
 
         def one(theta: jax.Array, seed: jax.Array) -> jax.Array:
             p = base.replace(**{name: theta[i] for i, name in enumerate(names)})
-            key = jax.random.key(seed)
-            k_sim, k_meas = jax.random.split(key)
-            state = _simulate(p, k_sim, cfg)
-            return observe(state, p.astype(cfg.real_dtype), cfg, channels, measurement=meas, key=k_meas).astype(
-                jnp.float32
-            )
+            return forward(p, jax.random.key(seed), cfg, observation)
 
         return jax.jit(jax.vmap(one))
-
-    def params(self, theta: Tensor) -> TDGLParams:
-        """The batched :class:`TDGLParams` that ``theta`` stands for (for inspection)."""
-        theta = self.check_theta(theta)
-        p = broadcast_params(self.base, theta.shape[0])
-        return p.replace(**{n: jnp.asarray(theta[:, i].numpy()) for i, n in enumerate(self.names)})
 
     # -- validation -------------------------------------------------------------------------
     def check_theta(self, theta: Tensor) -> Tensor:
@@ -274,12 +288,12 @@ def make_simulator(
     measurement: Measurement | None = None,
     batch_size: int = 32,
 ) -> TDGLSimulator:
-    """Build a :class:`TDGLSimulator`; pair it with ``make_prior(names, bounds)``.
+    """Build a :class:`TDGLSimulator`; its prior is ``simulator.prior()`` (= ``make_prior(names, bounds)``).
 
     Args:
         names: Inferred parameters (θ's columns), e.g. ``("eta", "field", "nu")``.
-        config: Numerics; default :data:`DEFAULT_CONFIG` (64², h = 0.5, SK-ROCK s = 2, dt = 0.3125,
-            640 steps: t = 200).
+        config: Numerics; default :data:`DEFAULT_CONFIG` (``presets.forward_model()``: 64², h = 0.5,
+            SK-ROCK s = 2, dt = 0.3125, 640 steps: t = 200).
         base: Fixed parameters; default ``presets.type15()``.
         bounds: Prior ranges per name; default :data:`DEFAULT_BOUNDS`.
         channels: Observed channels.
@@ -287,12 +301,12 @@ def make_simulator(
         batch_size: Simulations per JAX call.
 
     Example:
-        >>> from glsbi_plugin import make_simulator, make_prior
-        >>> from glsbi_plugin.simulators import TDGLConfig
-        >>> sim = make_simulator(config=TDGLConfig(shape=(16, 16), steps=20), bounds={"field": (0.1, 0.3)})
-        >>> prior = make_prior(bounds={"field": (0.1, 0.3)})
-        >>> sim(prior.sample((3,)), seed=0).shape
-        torch.Size([3, 2, 16, 16])
+        >>> from glsbi_plugin import make_simulator
+        >>> from glsbi_plugin.physics import presets
+        >>> sim = make_simulator(("eta", "field", "nu"), config=presets.forward_model(16, steps=20),
+        ...                      bounds={"field": (0.1, 0.3)})
+        >>> sim.prior().support.base_constraint.upper_bound
+        tensor([0.3000, 0.3000, 0.0500])
     """
     names = _check_names(names)
     lows, highs = zip(*(_bounds_for(n, bounds) for n in names), strict=True)

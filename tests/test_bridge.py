@@ -290,8 +290,8 @@ def test_gradient_of_quench_observable_matches_finite_differences(x64: None) -> 
     derivative is zero almost everywhere. ``init_noise=0.3`` puts the condensate in the nonlinear
     regime within 20 steps, where nu matters (at the default 0.01 d/dnu is ~1e-9).
     """
-    from glsbi_plugin.simulators import TDGLConfig, observe, presets
-    from glsbi_plugin.simulators._solver import _simulate  # jitted and traceable (simulate is eager)
+    from glsbi_plugin.physics import TDGLConfig, observe, presets
+    from glsbi_plugin.physics._forward import _simulate  # jitted and traceable (simulate is eager)
 
     cfg = TDGLConfig(shape=(8, 8), steps=20, thermal=False, dtype="float64", init_noise=0.3)
     base = presets.type15(eta=0.2, field=0.4, T=0.0)

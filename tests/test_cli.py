@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from glsbi_plugin import cli
-from glsbi_plugin.cli import COMMANDS, build_parser, main
+from glsbi_plugin.apps import cli
+from glsbi_plugin.apps.cli import COMMANDS, build_parser, main
 
 MODEL = ["--size", "16", "--steps", "300"]  # the configuration of tests/test_store.py
 BANK = [*MODEL, "--bound", "field", "0.1", "0.4", "--chunk-size", "8", "--seed", "7"]
@@ -59,7 +59,7 @@ def test_console_script_and_module_entry_points():
     assert exe, "the glsbi console script is not installed next to this python"
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("glsbi ")
-    r = subprocess.run([sys.executable, "-m", "glsbi_plugin.cli", "bank", "create", "x", "--n", "-3"],
+    r = subprocess.run([sys.executable, "-m", "glsbi_plugin.apps.cli", "bank", "create", "x", "--n", "-3"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == (
         "glsbi: error: argument --n: must be >= 1, got -3 (see 'glsbi bank create --help')")

@@ -10,12 +10,12 @@ import torch
 from matplotlib.backend_bases import MouseEvent
 
 from glsbi_plugin import make_prior, make_simulator
+from glsbi_plugin.apps.cli import _interactive_backend, main
+from glsbi_plugin.apps.demo import DemoFigure, DemoModel, describe_frame
 from glsbi_plugin.checkpoint import load_estimator, save_estimator
-from glsbi_plugin.cli import _interactive_backend, main
-from glsbi_plugin.demo import DemoFigure, DemoModel, describe_frame
 from glsbi_plugin.embeddings import EmbeddingConfig
-from glsbi_plugin.inference import GridPosterior, build_inference
-from glsbi_plugin.simulators import TDGLConfig, flux_quanta, length_scales, presets, winding
+from glsbi_plugin.inference import ClassifierConfig, GridPosterior, build_inference
+from glsbi_plugin.physics import TDGLConfig, flux_quanta, length_scales, presets, winding
 
 # 32² torus (area 256) with the default prior: B in [0.03, 0.1] holds 1..4 flux quanta, and t = 16
 # is enough for vortices to form. `glsbi demo --size 32 --steps 200` is the same compiled program.
@@ -44,11 +44,10 @@ def checkpoint(tmp_path_factory):
     theta = low + (high - low) * torch.rand((32, 2), generator=g)
     x = sim.simulate_seeds(theta, np.arange(32), shard=False)
     emb = EmbeddingConfig(features=4, widths=(4,))
-    inference = build_inference("NRE_C", prior, emb, x_shape=sim.x_shape, hidden_features=8)
+    inference = build_inference("NRE_C", prior, emb, ClassifierConfig(hidden_features=8), x_shape=sim.x_shape)
     estimator = inference._build_neural_net(theta, x).eval()  # what sbi's train() builds first
     path = tmp_path_factory.mktemp("ckpt") / "estimator.pt"
-    save_estimator(path, estimator, method="NRE_C", simulator=sim, embedding=emb,
-                   build_kwargs={"hidden_features": 8})
+    save_estimator(path, estimator, method="NRE_C", simulator=sim, embedding=emb)  # the estimator knows its config
     return path, estimator, sim, prior, x
 
 
@@ -158,7 +157,7 @@ def test_checkpoint_round_trip(checkpoint, tmp_path):
     path, estimator, sim, prior, x = checkpoint
     ckpt = load_estimator(path)
     assert ckpt.method == "NRE_C" and ckpt.simulator.describe() == sim.describe()
-    assert ckpt.build_kwargs == {"hidden_features": 8}
+    assert ckpt.estimator_config == ClassifierConfig(hidden_features=8) and ckpt.build_kwargs == {}
     a = GridPosterior(estimator, prior, resolution=12).grid_log_prob(x[3])
     b = GridPosterior(ckpt.estimator, ckpt.prior, resolution=12).grid_log_prob(x[3])
     torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -164,7 +164,7 @@ def test_config_round_trip_and_build() -> None:
     assert restored == config
     net = restored.build(3)
     assert isinstance(net, ResNetGAP) and net.config == config and net.in_channels == 3
-    assert ResNetGAP.from_config(3, config).config == config
+    assert config.build(3).config == config
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 12)
 
 

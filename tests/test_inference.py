@@ -9,22 +9,31 @@ brightness, so a 1-stage width-8 network cannot see θ at all in this toy.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import warnings
 
 import pytest
 import torch
 from sbi.diagnostics import run_sbc, run_tarp
+from sbi.neural_nets import classifier_nn, posterior_nn
 from sbi.utils import BoxUniform
+from torch import nn
 
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import (
+    CLASSIFIER_MODELS,
+    FLOW_MODELS,
     METHODS,
+    ClassifierConfig,
+    FlowConfig,
     GridPosterior,
     MemoryTracker,
     RepeatedRowsEmbedding,
     as_batched_x,
     build_inference,
+    default_estimator_config,
     train,
 )
 
@@ -137,7 +146,7 @@ def test_npe_grid_matches_sbi_potential(prior: BoxUniform, tmp_path, monkeypatch
     theta = prior.sample((200,))
     x = toy_simulator(theta)
     for model in ("zuko_nsf", "nsf"):
-        inference = build_inference("NPE", prior, SMALL, model=model, num_transforms=2)
+        inference = build_inference("NPE", prior, SMALL, FlowConfig(model=model, num_transforms=2))
         estimator = train(inference, theta, x, max_epochs=1)
         posterior = GridPosterior(estimator, prior, resolution=30)
         theirs = inference.build_posterior(estimator).potential(posterior.grid, x=x[:1])
@@ -222,10 +231,12 @@ def test_bad_input_raises(toy, prior: BoxUniform, tmp_path, monkeypatch) -> None
         train(inference, theta, x, resume_training=True)
     with pytest.raises(ValueError, match="max_epochs"):
         train(inference, theta, x, max_epochs=0)
-    with pytest.raises(TypeError, match="unexpected keywords"):
-        build_inference("NRE_C", prior, SMALL, hiden_features=3)
-    with pytest.raises(TypeError, match="unexpected keywords"):
-        build_inference("NPE", prior, SMALL, num_transform=3)
+    with pytest.raises(TypeError, match="hiden_features"):  # a typo is refused by the dataclass
+        build_inference("NRE_C", prior, SMALL, ClassifierConfig(hiden_features=3))  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="num_transform"):
+        build_inference("NPE", prior, SMALL, FlowConfig(num_transform=3))  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="hidden_features"):  # estimator options are no longer keywords
+        build_inference("NRE_C", prior, SMALL, hidden_features=3)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="method"):
         build_inference("SNLE", prior, SMALL)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(2, 8, 8\)"):
@@ -302,7 +313,7 @@ def test_tdgl_end_to_end(tmp_path, monkeypatch) -> None:
     from sbi.inference import simulate_for_sbi
 
     from glsbi_plugin import make_prior, make_simulator
-    from glsbi_plugin.simulators import TDGLConfig
+    from glsbi_plugin.physics import TDGLConfig
 
     monkeypatch.chdir(tmp_path)
     bounds = {"field": (0.1, 0.4)}
@@ -324,3 +335,224 @@ def test_tdgl_end_to_end(tmp_path, monkeypatch) -> None:
         assert torch.all((samples >= low) & (samples <= high))
         assert torch.all((posterior.map() >= low) & (posterior.map() <= high))
     assert not (tmp_path / "sbi-logs").exists()
+
+
+# -- (g) typed estimator options -----------------------------------------------------------------
+TINY = EmbeddingConfig(features=4, widths=(8,))
+
+# (method, our options, the keywords the same network took in sbi before the configs, beyond
+# model/hidden_features): every flow model, each with a non-default option where it has one
+SBI_EQUIVALENTS = [
+    ("NRE_A", ClassifierConfig(), {}),
+    ("NRE_B", ClassifierConfig(), {}),
+    ("NRE_C", ClassifierConfig(), {}),
+    ("BNRE", ClassifierConfig(), {}),
+    ("NRE_C", ClassifierConfig(hidden_features=8, norm_layer="none"), {"norm_layer": nn.Identity}),
+    ("NRE_C", ClassifierConfig(model="resnet"), {}),
+    (
+        "NRE_C",
+        ClassifierConfig(
+            model="resnet", hidden_features=16, num_blocks=3, dropout_probability=0.1, use_batch_norm=True
+        ),
+        {"num_blocks": 3, "dropout_probability": 0.1, "use_batch_norm": True},
+    ),
+    ("NRE_A", ClassifierConfig(model="linear"), {}),
+    ("NPE", FlowConfig(), {}),
+    (
+        "NPE",
+        FlowConfig(hidden_features=20, num_transforms=2, num_bins=6, passes=2, randperm=True),
+        {"num_transforms": 2, "num_bins": 6, "passes": 2, "randperm": True},
+    ),
+    (
+        "NPE",
+        FlowConfig(model="nsf", num_bins=4, num_blocks=1, tail_bound=4.0, dropout_probability=0.2),
+        {"num_bins": 4, "num_blocks": 1, "tail_bound": 4.0, "dropout_probability": 0.2},
+    ),
+    (
+        "NPE",
+        FlowConfig(model="maf", num_transforms=2, use_batch_norm=True),
+        {"num_transforms": 2, "use_batch_norm": True},
+    ),
+    ("NPE", FlowConfig(model="maf_rqs", num_transforms=2, num_bins=5), {"num_transforms": 2, "num_bins": 5}),
+    ("NPE", FlowConfig(model="mdn", num_components=3), {"num_components": 3}),
+    ("NPE", FlowConfig(model="made", num_components=3), {"num_mixture_components": 3}),
+    ("NPE", FlowConfig(model="zuko_maf", passes=2, randperm=True), {"passes": 2, "randperm": True}),
+    ("NPE", FlowConfig(model="zuko_nice", randmask=True), {"randmask": True}),
+    ("NPE", FlowConfig(model="zuko_naf", num_transforms=2, signal=4), {"num_transforms": 2, "signal": 4}),
+    ("NPE", FlowConfig(model="zuko_unaf", num_transforms=2), {"num_transforms": 2}),
+    ("NPE", FlowConfig(model="zuko_sospf", degree=2, polynomials=2), {"degree": 2, "polynomials": 2}),
+    ("NPE", FlowConfig(model="zuko_gf", components=3), {"components": 3}),
+    ("NPE", FlowConfig(model="zuko_bpf", degree=5), {"degree": 5}),
+]
+
+
+def _toy_batch(dim: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(16, dim, generator=g), torch.randn(16, 2, 6, 6, generator=g)
+
+
+def _head_parameters(net: nn.Module) -> int:
+    """Parameters of the estimator outside the image embedding."""
+    embedding = sum(p.numel() for m in net.modules() if isinstance(m, type(TINY.build(2))) for p in m.parameters())
+    return sum(p.numel() for p in net.parameters()) - embedding
+
+
+@pytest.mark.parametrize(("method", "config", "sbi_kwargs"), SBI_EQUIVALENTS, ids=lambda v: getattr(v, "model", None))
+def test_estimator_config_builds_sbis_network(method: str, config, sbi_kwargs: dict, prior: BoxUniform) -> None:
+    """Same parameters, same initial weights (same seed) as sbi's factory called with the old keywords."""
+    theta, x = _toy_batch()
+    inference = build_inference(method, prior, TINY, config)
+    torch.manual_seed(123)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Unknown kwargs" warning from sbi reaches the user
+        ours = inference._build_neural_net(theta, x)
+    assert ours._glsbi_estimator_config is config
+    torch.manual_seed(123)
+    net = TINY.build(2).fit_standardization(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sbi's own warning for the keywords its config does not list
+        if method == "NPE":
+            make = posterior_nn(
+                config.model, z_score_x="none", embedding_net=net, hidden_features=config.hidden_features, **sbi_kwargs
+            )
+        else:
+            make = classifier_nn(
+                config.model,
+                z_score_x="none",
+                embedding_net_x=RepeatedRowsEmbedding(net),
+                hidden_features=config.hidden_features,
+                **sbi_kwargs,
+            )
+    theirs = make(theta, x)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_default_estimators_are_sbis_defaults(prior: BoxUniform) -> None:
+    theta, x = _toy_batch()
+    mlp = build_inference("NRE_C", prior, TINY)._build_neural_net(theta, x)
+    features = 2 + TINY.features  # [θ, embedding(x)]
+    # Linear -> LayerNorm -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear(1), width 50
+    assert _head_parameters(mlp) == (features * 50 + 50) + 100 + (50 * 50 + 50) + 100 + 51
+    assert sum(isinstance(m, nn.LayerNorm) for m in mlp.modules()) == 2
+    flow = build_inference("NPE", prior, TINY)._build_neural_net(theta, x)
+    assert type(flow).__name__ == "ZukoFlow" and _head_parameters(flow) == 67540  # sbi 0.27's zuko_nsf
+    from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+
+    transforms = [m for m in flow.modules() if isinstance(m, MaskedAutoregressiveTransform)]
+    assert len(transforms) == 5 and all(t.shapes[0] == (10,) for t in transforms)  # 5 transforms, 10 bins
+    assert default_estimator_config("NPE") == FlowConfig() and default_estimator_config("BNRE") == ClassifierConfig()
+    assert ClassifierConfig().builder_kwargs() == {"hidden_features": 50, "norm_layer": nn.LayerNorm}
+    assert FlowConfig().builder_kwargs() == {
+        "hidden_features": 50,
+        "num_transforms": 5,
+        "num_bins": 10,
+        "randperm": False,
+    }
+
+
+def test_estimator_options_reach_the_network() -> None:
+    prior3 = BoxUniform(torch.zeros(3), torch.ones(3))
+    theta, x = _toy_batch(3)
+    resnet = build_inference("NRE_C", prior3, TINY, ClassifierConfig(model="resnet", num_blocks=3))
+    assert len(resnet._build_neural_net(theta, x).net.blocks) == 3
+    bare = build_inference("NRE_C", prior3, TINY, ClassifierConfig(norm_layer="none"))._build_neural_net(theta, x)
+    assert not any(isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)) for m in bare.modules())
+    batch = build_inference("NRE_C", prior3, TINY, ClassifierConfig(norm_layer="batch"))._build_neural_net(theta, x)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in batch.modules()) == 2
+    from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+
+    flow = build_inference("NPE", prior3, TINY, FlowConfig(num_transforms=2, num_bins=6, passes=2))
+    transforms = [m for m in flow._build_neural_net(theta, x).modules() if isinstance(m, MaskedAutoregressiveTransform)]
+    assert [t.passes for t in transforms] == [2, 2]  # coupling, not the 3 passes of a 3-D autoregressive flow
+    assert all(t.shapes[0] == (6,) for t in transforms)
+    mdn = build_inference("NPE", prior3, TINY, FlowConfig(model="mdn", num_components=3))._build_neural_net(theta, x)
+    assert mdn.net.num_components == 3
+
+
+def test_estimator_configs_refuse_unknown_and_bad_options(prior: BoxUniform) -> None:
+    with pytest.raises(TypeError, match="hiden_features"):
+        ClassifierConfig(hiden_features=8)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="num_transform"):
+        FlowConfig(num_transform=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ClassifierConfig("mlp")  # type: ignore[misc]  # keyword-only
+    bad = [
+        (ClassifierConfig, {"model": "cnn"}, r"model='cnn': allowed values are \('mlp', 'resnet', 'linear'\)"),
+        (ClassifierConfig, {"hidden_features": 0}, "hidden_features=0: must be an integer >= 1"),
+        (ClassifierConfig, {"hidden_features": 8.0}, "hidden_features=8.0: must be an integer >= 1"),
+        (
+            ClassifierConfig,
+            {"norm_layer": "group"},
+            r"norm_layer='group': allowed values are \('layer', 'batch', 'none'\)",
+        ),
+        (ClassifierConfig, {"model": "resnet", "dropout_probability": 1.0}, r"dropout_probability=1.0: .*\[0, 1\)"),
+        (ClassifierConfig, {"model": "resnet", "use_batch_norm": 1}, "use_batch_norm=1: must be True or False"),
+        (ClassifierConfig, {"num_blocks": 3}, r"num_blocks=3 has no effect with model='mlp'; .* \('resnet',\)"),
+        (ClassifierConfig, {"model": "linear", "hidden_features": 8}, "hidden_features=8 has no effect"),
+        (FlowConfig, {"model": "zuko_ncsf"}, r"model='zuko_ncsf': allowed values are \('zuko_nsf', 'zuko_maf'"),
+        (FlowConfig, {"model": "mnpe"}, "model='mnpe'"),
+        (FlowConfig, {"num_transforms": 0}, "num_transforms=0: must be an integer >= 1"),
+        (FlowConfig, {"hidden_features": True}, "hidden_features=True: must be an integer >= 1"),
+        (FlowConfig, {"passes": 0}, "passes=0: must be an integer >= 1 or None"),
+        (FlowConfig, {"model": "nsf", "tail_bound": -1.0}, "tail_bound=-1.0: must be a finite number > 0"),
+        (FlowConfig, {"model": "nsf", "tail_bound": float("inf")}, "tail_bound=inf"),
+        (FlowConfig, {"model": "maf", "num_bins": 4}, r"num_bins=4 has no effect with model='maf'; .*'nsf'"),
+        (FlowConfig, {"degree": 3}, "degree=3 has no effect with model='zuko_nsf'"),
+        (FlowConfig, {"model": "mdn", "num_transforms": 2}, "num_transforms=2 has no effect with model='mdn'"),
+    ]
+    for cls, kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            cls(**kwargs)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FlowConfig().num_bins = 4  # type: ignore[misc]
+    # the method decides the family
+    with pytest.raises(ValueError, match="NPE needs a FlowConfig as estimator, got ClassifierConfig"):
+        build_inference("NPE", prior, TINY, ClassifierConfig())
+    with pytest.raises(ValueError, match="NRE_B needs a ClassifierConfig as estimator, got FlowConfig"):
+        build_inference("NRE_B", prior, TINY, FlowConfig())
+    with pytest.raises(ValueError, match="got dict"):
+        build_inference("NRE_C", prior, TINY, {"hidden_features": 8})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model"):  # the old keywords are gone
+        build_inference("NPE", prior, TINY, model="nsf")  # type: ignore[call-arg]
+
+
+def test_estimator_configs_round_trip_through_json(prior: BoxUniform) -> None:
+    configs = [
+        ClassifierConfig(),
+        ClassifierConfig(model="resnet", hidden_features=16, num_blocks=1, dropout_probability=0.25),
+        FlowConfig(),
+        FlowConfig(model="zuko_bpf", degree=5, passes=2),
+        FlowConfig(model="nsf", tail_bound=5, dropout_probability=0),
+    ]
+    for config in configs:
+        again = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
+        assert again == config and hash(again) == hash(config) and again.builder_kwargs() == config.builder_kwargs()
+    assert isinstance(configs[-1].tail_bound, float) and isinstance(configs[-1].dropout_probability, float)
+    assert (
+        FlowConfig.from_dict({}) == FlowConfig()
+        and ClassifierConfig.from_dict({"model": "linear"}).builder_kwargs() == {}
+    )
+    with pytest.raises(ValueError, match=r"unknown FlowConfig keys \['bins'\]"):
+        FlowConfig.from_dict({"bins": 4})
+    with pytest.raises(ValueError, match="num_bins=0"):
+        FlowConfig.from_dict({"num_bins": 0})
+    # sbi's names: made's mixture size, and zuko's own default degree left to zuko
+    assert FlowConfig(model="made", num_components=3).builder_kwargs() == {
+        "hidden_features": 50,
+        "num_mixture_components": 3,
+    }
+    assert "degree" not in FlowConfig(model="zuko_sospf").builder_kwargs()
+    assert set(FlowConfig(model="zuko_naf").builder_kwargs()) == {
+        "hidden_features",
+        "num_transforms",
+        "randperm",
+        "signal",
+    }
+    assert len(CLASSIFIER_MODELS) == 3 and FLOW_MODELS[0] == "zuko_nsf"
+    config = FlowConfig(num_transforms=2)
+    inference = build_inference("NPE", prior, TINY, config)
+    assert inference._glsbi_estimator_config is config and inference._glsbi_embedding is TINY

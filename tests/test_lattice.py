@@ -7,18 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glsbi_plugin.simulators import (
+from glsbi_plugin.physics import (
     State,
     TDGLConfig,
     field_map,
-    forces,
     free_energy,
-    gauge_transform,
     integrate,
     presets,
     simulate,
     winding,
 )
+from glsbi_plugin.physics._lattice import forces, gauge_transform
 
 BOUNDARIES = ["periodic", "open", ("open", "periodic"), ("periodic", "open")]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from glsbi_plugin.simulators import ground_state, hc2_lattice, length_scales, presets
+from glsbi_plugin.physics import ground_state, hc2_lattice, length_scales, presets
 
 
 def test_single_component_closed_forms():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 
-from glsbi_plugin.simulators import (
+from glsbi_plugin.physics import (
     State,
     TDGLConfig,
     densities,
@@ -21,7 +21,7 @@ from glsbi_plugin.simulators import (
     simulate,
     winding,
 )
-from glsbi_plugin.simulators._lattice import initial_links
+from glsbi_plugin.physics._lattice import initial_links
 
 
 @pytest.mark.parametrize("n_phi", [3, 5])
@@ -131,7 +131,7 @@ def test_link_noise_obeys_fluctuation_dissipation(noise):
 
 
 def test_hash_noise_is_white_and_unit_variance():
-    from glsbi_plugin.simulators._solver import hash_uniform
+    from glsbi_plugin.physics._solver import hash_uniform
 
     seed = jnp.asarray([12345, 678], jnp.uint32)
     draws = np.stack([np.asarray(hash_uniform(seed, k, (6, 64, 64), jnp.float64)) for k in range(40)])

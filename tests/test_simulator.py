@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from glsbi_plugin import make_prior, make_simulator
-from glsbi_plugin.simulators import Measurement, TDGLConfig
+from glsbi_plugin.physics import Measurement, TDGLConfig
 
 CFG = TDGLConfig(shape=(16, 16), steps=60)
 BOUNDS = {"eta": (0.0, 0.3), "field": (0.1, 0.4)}

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glsbi_plugin.simulators import (
+from glsbi_plugin.physics import (
     TDGLConfig,
     TDGLConfigError,
     densities,
@@ -18,14 +18,13 @@ from glsbi_plugin.simulators import (
     presets,
     simulate,
     simulate_batch,
-    skrock_coefficients,
-    skrock_stability,
-    skrock_step,
     stability_bounds,
     winding,
 )
-from glsbi_plugin.simulators._lattice import link_variables
-from glsbi_plugin.simulators._solver import SKROCK_DAMPING, _noise, _simulate
+from glsbi_plugin.physics._forward import _simulate
+from glsbi_plugin.physics._lattice import link_variables
+from glsbi_plugin.physics._skrock import SKROCK_DAMPING, skrock_coefficients, skrock_stability
+from glsbi_plugin.physics._solver import _noise, skrock_step
 
 
 def scalar_step(stages: int, p: float, x: float, q: float) -> float:

@@ -7,19 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glsbi_plugin.simulators import (
+from glsbi_plugin.physics import (
     State,
     TDGLConfig,
     TDGLConfigError,
-    euler_step,
     observe,
     presets,
     simulate,
     simulate_batch,
     stability_bounds,
 )
-from glsbi_plugin.simulators._reference import NumpyTDGL
-from glsbi_plugin.simulators._solver import _simulate_batch, broadcast_params
+from glsbi_plugin.physics._forward import _simulate_batch, broadcast_params
+from glsbi_plugin.physics._reference import NumpyTDGL
+from glsbi_plugin.physics._solver import euler_step
 
 
 @pytest.mark.parametrize("boundary", ["periodic", "open", ("open", "periodic")])
@@ -128,7 +128,7 @@ def test_stability_bound_includes_the_potential_curvature():
     assert 0.08 < dt_psi < 0.09
     with pytest.raises(TDGLConfigError, match=r"dt=0.1 exceeds the explicit-Euler bound for psi.* = 0\.086"):
         simulate(p, jax.random.key(0), cfg)
-    from glsbi_plugin.simulators._solver import _simulate
+    from glsbi_plugin.physics._forward import _simulate
 
     unstable = _simulate(p, jax.random.key(0), cfg.replace(dt=1.15 * dt_psi))  # unchecked
     stable = simulate(p, jax.random.key(0), cfg.replace(dt=0.95 * dt_psi))

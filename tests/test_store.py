@@ -16,7 +16,7 @@ import torch
 import zarr
 
 from glsbi_plugin import __version__, make_prior, make_simulator
-from glsbi_plugin.simulators import TDGLConfig
+from glsbi_plugin.physics import TDGLConfig
 from glsbi_plugin.store import SimulationBank, config_hash, description_diff
 
 K = 8  # chunk size = vmapped width

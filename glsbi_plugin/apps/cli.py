@@ -66,19 +66,22 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from ._simulator import DEFAULT_CONFIG as d
+    from ..physics import presets
 
-    g = p.add_argument_group("forward model")
-    g.add_argument("--size", type=_int_at_least(4), default=64, help="grid side in sites (default 64)")
+    d = presets.forward_model()
+    (s_stages, s_dt), (_, e_dt) = presets.SCHEME_STEPS["skrock"], presets.SCHEME_STEPS["euler"]
+    g = p.add_argument_group("forward model (presets.forward_model)")
+    g.add_argument("--size", type=_int_at_least(4), default=d.shape[0],
+                   help=f"grid side in sites (default {d.shape[0]})")
     g.add_argument("--steps", type=_int_at_least(0), default=None,
-                   help=f"time steps (default: t = {d.t_final:g}, i.e. {d.steps} for skrock at dt {d.dt})")
+                   help=f"time steps (default: t = {presets.T_FINAL:g}, i.e. {d.steps} for skrock at dt {d.dt})")
     g.add_argument("--h", type=float, default=d.h, help=f"lattice spacing (default {d.h})")
-    g.add_argument("--scheme", choices=("skrock", "euler"), default=d.scheme,
+    g.add_argument("--scheme", choices=tuple(presets.SCHEME_STEPS), default=d.scheme,
                    help=f"time stepper (default {d.scheme}); euler is Euler-Maruyama, one force per step")
     g.add_argument("--stages", type=_int_at_least(1), default=None,
-                   help=f"SK-ROCK stages (default {d.stages}; euler: 1)")
+                   help=f"SK-ROCK stages (default {s_stages}; euler: 1)")
     g.add_argument("--dt", type=float, default=None,
-                   help=f"time step (default {d.dt} for skrock, 0.08 for euler); a step above the stability bound "
+                   help=f"time step (default {s_dt} for skrock, {e_dt} for euler); a step above the stability bound "
                         "(euler: 0.101 at eta=0.3 for h=0.5; SK-ROCK with s stages: about 0.97 s^2 times that) "
                         "is refused with the bound")
     g.add_argument("--channels", nargs="+", default=["rho1", "rho2"], metavar="CH",
@@ -86,16 +89,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202 - TDGLConfig, imported lazily
-    from ._simulator import DEFAULT_CONFIG as d
-    from .simulators import TDGLConfig
+    from ..physics import presets
 
-    euler = args.scheme == "euler"
-    stages = args.stages if args.stages is not None else (1 if euler else d.stages)
-    dt = args.dt if args.dt is not None else (0.08 if euler else d.dt)
-    steps = args.steps if args.steps is not None else round(d.t_final / dt)  # the forward model's t
-    return TDGLConfig(
-        shape=(args.size, args.size), steps=steps, h=args.h, dt=dt, scheme=args.scheme, stages=stages
-    )
+    return presets.forward_model(args.size, steps=args.steps, scheme=args.scheme, stages=args.stages, dt=args.dt,
+                                 h=args.h)
 
 
 # -- glsbi simulate -------------------------------------------------------------------------
@@ -116,17 +113,22 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
 
-    from .simulators import check_channels, check_params, observe, presets, vortex_positions
+    from ..physics import Observation, check_params, forward_in_segments, presets, vortex_positions
 
     cfg = _config(args)
-    check_channels(args.channels, cfg.components)
+    observation = Observation(channels=tuple(args.channels))
+    observation.check(cfg)
     params = presets.type15(eta=args.eta, field=args.field)
     check_params(params, cfg)
     if not args.out.parent.is_dir():
         raise UsageError(f"cannot write {args.out}: directory {args.out.parent} does not exist")
-    state = _simulate_with_progress(params, jax.random.key(args.seed), cfg, progress=not args.no_progress)
-    image = observe(state, params, cfg, tuple(args.channels))
+    # the forward model of the sbi simulator (same key streams: simulate_seeds(θ, [seed]) gives this
+    # image), in segments for the progress bar
+    with tqdm(total=cfg.steps, unit="step", desc="simulate", disable=args.no_progress) as bar:
+        state, image = forward_in_segments(params, jax.random.key(args.seed), cfg, observation, segments=25,
+                                           on_segment=lambda done: bar.update(done - bar.n))
     vortices = [vortex_positions(state, params, cfg, component=a) for a in range(cfg.components)]
     h = cfg.h  # site i sits at i*h, plaquette centres (vortices) at (i + 1/2) h
     extent = (-h / 2, cfg.shape[0] * h - h / 2, -h / 2, cfg.shape[1] * h - h / 2)
@@ -147,29 +149,6 @@ def _run_simulate(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{int(abs(v[:, 2]).sum())} in ψ{a + 1}" for a, v in enumerate(vortices))
     print(f"wrote {args.out}: vortex windings {counts}")
     return 0
-
-
-def _simulate_with_progress(params, key, cfg, progress: bool):  # noqa: ANN001, ANN202 - JAX objects
-    """The field-cooled quench of ``simulators.simulate`` in segments, with a tqdm bar over steps."""
-    import functools
-
-    import jax
-    from tqdm.auto import tqdm
-
-    from .simulators import initial_state, integrate
-
-    params = params.astype(cfg.real_dtype)
-    k_init, k_run = jax.random.split(key)
-    state = initial_state(params, k_init, cfg)
-    n_seg = max(k for k in range(1, 26) if cfg.steps % k == 0) if cfg.steps else 1
-    seg = cfg.steps // n_seg
-    step = jax.jit(functools.partial(integrate, cfg=cfg, num_steps=seg))
-    with tqdm(total=cfg.steps, unit="step", desc="simulate", disable=not progress) as bar:
-        for i in range(n_seg if seg else 0):
-            state, _ = step(state, params, k_run, start=i * seg)
-            jax.block_until_ready(state)
-            bar.update(seg)
-    return state
 
 
 # -- glsbi bank ... -------------------------------------------------------------------------
@@ -212,18 +191,10 @@ def _bank_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bank_create(args: argparse.Namespace) -> int:
-    from ._simulator import make_simulator
-    from .store import SimulationBank
+    from ..sbi_simulator import make_simulator
+    from ..store import SimulationBank
 
-    bounds = {}
-    for name, lo, hi in args.bound:
-        try:
-            bounds[name] = (float(lo), float(hi))
-        except ValueError:
-            raise UsageError(f"--bound {name} {lo} {hi}: LOW and HIGH must be numbers") from None
-    unknown = sorted(set(bounds) - set(args.names))
-    if unknown:
-        raise UsageError(f"--bound given for {unknown}, which are not in --names {args.names}")
+    bounds = _parse_bounds(args.bound, args.names, "--names")
     sim = make_simulator(args.names, config=_config(args), bounds=bounds, channels=args.channels)
     bank = SimulationBank.create(args.path, sim, args.n, chunk_size=args.chunk_size, seed=args.seed,
                                  batch_size=args.batch_size)
@@ -232,8 +203,23 @@ def _run_bank_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_bounds(given: list[list[str]], names: Sequence[str], where: str) -> dict[str, tuple[float, float]]:
+    """``--bound NAME LOW HIGH`` options as ``{name: (low, high)}``; names must be among ``names``
+    (``where`` says where they come from, for the message)."""
+    bounds = {}
+    for name, lo, hi in given:
+        try:
+            bounds[name] = (float(lo), float(hi))
+        except ValueError:
+            raise UsageError(f"--bound {name} {lo} {hi}: LOW and HIGH must be numbers") from None
+    unknown = sorted(set(bounds) - set(names))
+    if unknown:
+        raise UsageError(f"--bound given for {unknown}, which are not in {where} {list(names)}")
+    return bounds
+
+
 def _run_bank_fill(args: argparse.Namespace) -> int:
-    from .store import SimulationBank
+    from ..store import SimulationBank
 
     bank = SimulationBank.open(args.path)
     report = bank.fill(args.n, batch_size=args.batch_size, progress=not args.no_progress,
@@ -246,7 +232,7 @@ def _run_bank_fill(args: argparse.Namespace) -> int:
 
 
 def _run_bank_info(args: argparse.Namespace) -> int:
-    from .store import SimulationBank
+    from ..store import SimulationBank
 
     bank = SimulationBank.open(args.path, read_only=True)
     info = bank.info()
@@ -285,9 +271,13 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
                    help="output directory: bank.zarr, estimator.pt, posterior.png, summary.json "
                         "(default runs/quickstart)")
     p.add_argument("--size", type=_int_at_least(8), default=d.size, help=f"grid side in sites (default {d.size})")
-    p.add_argument("--steps", type=_int_at_least(1), default=d.steps,
-                   help=f"time steps of the default forward model's scheme (SK-ROCK, dt = {d.simulator_config().dt}; "
-                        f"default {d.steps}, t = {d.simulator_config().t_final:g})")
+    p.add_argument("--t-final", type=float, default=d.t_final,
+                   help=f"snapshot time of the quench (default {d.t_final:g}: "
+                        f"{d.simulator_config().steps} SK-ROCK steps of dt {d.simulator_config().dt})")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="time steps instead of --t-final")
+    p.add_argument("--bound", nargs=3, action="append", default=[], metavar=("NAME", "LOW", "HIGH"),
+                   help="prior bounds of eta or field (repeatable; default " + ", ".join(
+                       f"{n} {lo:g} {hi:g}" for n, (lo, hi) in zip(("eta", "field"), d.bounds, strict=True)) + ")")
     p.add_argument("--num-simulations", type=_int_at_least(10), default=d.num_simulations,
                    help=f"bank size (default {d.num_simulations})")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=d.chunk_size,
@@ -313,8 +303,11 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import QuickstartSettings, run_quickstart
 
     torch.set_num_threads(args.threads or min(os.cpu_count() or 1, 4))
+    bounds = dict(zip(("eta", "field"), QuickstartSettings().bounds, strict=True))
+    bounds.update(_parse_bounds(args.bound, ("eta", "field"), "the quickstart's parameters"))
     settings = QuickstartSettings(
-        size=args.size, steps=args.steps, num_simulations=args.num_simulations, chunk_size=args.chunk_size,
+        size=args.size, t_final=args.t_final, steps=args.steps, bounds=(bounds["eta"], bounds["field"]),
+        num_simulations=args.num_simulations, chunk_size=args.chunk_size,
         method=args.method, max_epochs=args.max_epochs, theta_true=tuple(args.theta), seed=args.seed,
     )
     summary = run_quickstart(args.out, settings, progress=not args.no_progress)
@@ -345,7 +338,7 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_int_at_least(8), default=None,
                    help="grid side in sites (default 48; with --posterior: the posterior's, and only that)")
     p.add_argument("--steps", type=_int_at_least(1), default=None,
-                   help="time steps of the default scheme (SK-ROCK, dt = 0.3125; default 256, t = 80; "
+                   help="time steps of the default scheme (default: presets.small_forward_model, SK-ROCK to t = 80; "
                         "with --posterior: the posterior's)")
     p.add_argument("--posterior", type=Path, default=None, metavar="PATH",
                    help="trained estimator, e.g. runs/quickstart/estimator.pt from 'glsbi quickstart': adds the "
@@ -381,10 +374,10 @@ def _run_demo(args: argparse.Namespace) -> int:
             if given is not None and given != own:
                 raise UsageError(f"{flag} {given}: the posterior was trained on {flag} {own}; omit {flag}")
     else:
-        from ._simulator import DEFAULT_CONFIG
+        from ..physics import presets
 
-        size, steps = args.size or 48, args.steps or round(80 / DEFAULT_CONFIG.dt)
-        model = DemoModel(DEFAULT_CONFIG.replace(shape=(size, size), steps=steps))
+        changes = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None}
+        model = DemoModel(presets.small_forward_model(**changes))
     if args.save is not None:
         demo = DemoFigure(model, eta=args.eta, field=args.field, seed=args.seed)  # an Agg figure
         demo.figure.savefig(args.save, dpi=100)
@@ -416,7 +409,7 @@ def _interactive_backend(name: str) -> bool:
 # -- entry point ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``glsbi`` parser with every registered subcommand."""
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(prog="glsbi", description="Simulation-based inference of two-component Ginzburg-Landau "
                      "couplings from vortex images.")

@@ -5,20 +5,21 @@ Two layers, so that the physics can be tested without a window:
 - :class:`DemoModel` (no widgets): simulates the field-cooled quench for θ = (η, B) and a seed and
   returns a :class:`Frame`: the images :math:`|\psi_1|^2`, :math:`|\psi_2|^2`, :math:`B_z`, the
   winding maps, the flux quanta :math:`N_\phi = \mathrm{round}(B L_xL_y/2\pi)`, the length scales
-  and regime (:func:`~glsbi_plugin.simulators.length_scales`) and, given a trained estimator, the
+  and regime (:func:`~glsbi_plugin.physics.length_scales`) and, given a trained estimator, the
   grid posterior :math:`p(\eta, B \mid x)` of the frame's observation x.
 - :class:`DemoFigure`: a matplotlib figure with sliders for η and B (the prior's box), a seed box
   and a "new seed" button, drawing the model's frames. It uses the figure it is given (an
   interactive ``pyplot`` figure from the CLI) or builds an Agg figure without touching pyplot.
 
-The observation x is exactly the sbi simulator's: the same split of ``jax.random.key(seed)`` into
-simulation and measurement keys, the same config, fixed parameters, channels and measurement as the
-estimator's training set (:func:`glsbi_plugin.checkpoint.load_estimator`), so the posterior panel
-shows what inference would say about this very image.
+The observation x is exactly the sbi simulator's: the same forward model
+(:func:`glsbi_plugin.physics.forward` of ``jax.random.key(seed)``), config, fixed parameters,
+channels and measurement as the estimator's training set
+(:func:`glsbi_plugin.checkpoint.load_estimator`), so the posterior panel shows what inference would
+say about this very image.
 
 Example:
-    >>> from glsbi_plugin.demo import DemoFigure, DemoModel
-    >>> from glsbi_plugin.simulators import TDGLConfig
+    >>> from glsbi_plugin.apps.demo import DemoFigure, DemoModel
+    >>> from glsbi_plugin.physics import TDGLConfig
     >>> model = DemoModel(TDGLConfig(shape=(16, 16), steps=50), bounds={"field": (0.1, 0.4)})
     >>> frame = model.frame(0.1, 0.3, seed=0)
     >>> frame.n_phi, frame.net_winding
@@ -44,27 +45,27 @@ import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ._simulator import DEFAULT_BOUNDS
-from .simulators import (
+from ..physics import (
     LengthScales,
     Measurement,
+    Observation,
     State,
     TDGLConfig,
     TDGLParams,
-    check_channels,
     check_params,
     densities,
     field_map,
     flux_quanta,
+    forward,
     length_scales,
-    observe,
     presets,
-    simulate,
     winding,
+    winding_positions,
 )
+from ..sbi_simulator import DEFAULT_BOUNDS
 
 if TYPE_CHECKING:
-    from .inference import GridPosterior
+    from ..inference import GridPosterior
 
 __all__ = ["DemoFigure", "DemoModel", "Frame", "PosteriorView", "describe_frame"]
 
@@ -103,11 +104,11 @@ class Frame:
 
     Attributes:
         eta, field, seed: The simulated θ = (η, B) and seed.
-        state: The final :class:`~glsbi_plugin.simulators.State`.
+        state: The final :class:`~glsbi_plugin.physics.State`.
         params: The full parameter set simulated.
         rho: Densities :math:`|\psi_a|^2`, shape ``(2, nx, ny)``.
         bz: Field map :math:`B_z = \theta/h^2` on plaquettes, shape ``(nx, ny)``.
-        winding: Masked per-plaquette windings (``simulators.winding``), int, ``(2, nx, ny)``.
+        winding: Masked per-plaquette windings (``physics.winding``), int, ``(2, nx, ny)``.
         net_winding: Unmasked total winding per band (equals :math:`N_\phi` on the torus).
         n_phi: Flux quanta :math:`N_\phi = \mathrm{round}(B L_x L_y / 2\pi)` held by the torus.
         flux: :math:`\sum B_z h^2 / 2\pi` of the field map (:math:`N_\phi` to float rounding).
@@ -139,24 +140,12 @@ class Frame:
         """Vortices per band: :math:`\\sum |n|` of the masked winding map (antivortices count too)."""
         return tuple(int(np.abs(w).sum()) for w in self.winding)  # type: ignore[return-value]
 
-    def vortex_positions(self, component: int, h: float) -> np.ndarray:
-        """``(k, 3)`` array of ``(x, y, n)`` of band ``component``'s vortices (plaquette centres)."""
-        n = self.winding[component]
-        i, j = np.nonzero(n)
-        return np.stack([(i + 0.5) * h, (j + 0.5) * h, n[i, j]], axis=1).astype(np.float64)
 
-
-@functools.partial(jax.jit, static_argnames=("cfg", "channels", "measurement"))
-def _compute(
-    params: TDGLParams,
-    key: jax.Array,
-    cfg: TDGLConfig,
-    channels: tuple[str, ...],
-    measurement: Measurement | None,
-) -> dict[str, Any]:
-    """One quench and its observables (one compiled program per config; θ and seed are traced)."""
-    k_sim, k_meas = jax.random.split(key)  # as the sbi simulator does
-    state = simulate(params, k_sim, cfg)
+@functools.partial(jax.jit, static_argnames=("cfg", "observation"))
+def _compute(params: TDGLParams, key: jax.Array, cfg: TDGLConfig, observation: Observation) -> dict[str, Any]:
+    """The forward model and the observables of its final state (one compiled program per config;
+    θ and seed are traced)."""
+    state, x = forward(params, key, cfg, observation, return_state=True)
     p = params.astype(cfg.real_dtype)
     return {
         "state": state,
@@ -164,7 +153,7 @@ def _compute(
         "bz": field_map(state, p, cfg),
         "winding": winding(state, p, cfg),
         "net_winding": winding(state, p, cfg, threshold=0.0).sum(axis=(1, 2)),
-        "x": observe(state, p, cfg, channels, measurement=measurement, key=k_meas).astype(np.float32),
+        "x": x,
     }
 
 
@@ -175,7 +164,7 @@ class DemoModel:
         config: Numerics; a two-band torus (``boundary="periodic"``, ``components=2``).
         base: Fixed parameters; default ``presets.type15()``. η and B are replaced per frame.
         bounds: Slider ranges ``{"eta": (lo, hi), "field": (lo, hi)}``; missing names take
-            :data:`glsbi_plugin._simulator.DEFAULT_BOUNDS`. With a posterior: its prior's box.
+            :data:`glsbi_plugin.sbi_simulator.DEFAULT_BOUNDS`. With a posterior: its prior's box.
         channels: Channels of the observation x (:attr:`Frame.x`; the posterior's simulator's).
         measurement: Measurement model of x (the posterior's simulator's), or ``None``.
         posterior: A :class:`~glsbi_plugin.inference.GridPosterior` over θ = (η, B) trained on
@@ -216,7 +205,9 @@ class DemoModel:
         # the whole box must be simulable: check its four corners at once (a batch)
         corners = np.array([(eta, field) for eta in self.bounds["eta"] for field in self.bounds["field"]])
         check_params(self.base.replace(eta=corners[:, 0], field=corners[:, 1]), config)
-        self.channels = check_channels(channels, config.components)
+        self.observation = Observation(channels=tuple(channels), measurement=measurement)
+        self.observation.check(config)
+        self.channels = self.observation.channels
         self.measurement = measurement
         self.posterior = posterior
         if posterior is not None:
@@ -233,10 +224,7 @@ class DemoModel:
         want = tuple(self.bounds[n] for n in NAMES)
         if len(box) != 2 or not np.allclose(box, want, rtol=1e-6, atol=1e-7):
             raise ValueError(f"the posterior's prior box {box} does not match the demo's (η, B) bounds {want}")
-        x_shape = (len(self.channels), *self.config.shape)
-        if self.measurement is not None and self.measurement.downsample > 1:
-            f = self.measurement.downsample
-            x_shape = (x_shape[0], x_shape[1] // f, x_shape[2] // f)
+        x_shape = self.observation.x_shape(self.config)
         if tuple(posterior.x_shape) != x_shape:
             raise ValueError(
                 f"the posterior expects images of shape {tuple(posterior.x_shape)}, the demo makes {x_shape}"
@@ -265,8 +253,8 @@ class DemoModel:
             OSError: If ``path`` cannot be read.
             ValueError: If it is not a checkpoint, or its θ is not (η, B).
         """
-        from .checkpoint import load_estimator
-        from .inference import GridPosterior
+        from ..checkpoint import load_estimator
+        from ..inference import GridPosterior
 
         ckpt = load_estimator(path)
         sim = ckpt.simulator
@@ -315,7 +303,7 @@ class DemoModel:
             raise ValueError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}]")
         params = self.base.replace(**theta)
         t0 = time.perf_counter()
-        out = jax.device_get(_compute(params, jax.random.key(int(seed)), self.config, self.channels, self.measurement))
+        out = jax.device_get(_compute(params, jax.random.key(int(seed)), self.config, self.observation))
         simulate_ms = 1e3 * (time.perf_counter() - t0)
         bz = np.asarray(out["bz"], np.float64)
         x = np.asarray(out["x"])
@@ -547,7 +535,7 @@ class DemoFigure:
             lo, hi = float(img.min()), float(img.max())
             im.set_clim(lo, hi if hi > lo else lo + 1e-12)
         for a, name in enumerate(("rho1", "rho2")):
-            v = frame.vortex_positions(a, h)
+            v = winding_positions(frame.winding[a], h)
             sc = self._markers[name]
             sc.set_offsets(v[:, :2] if len(v) else np.empty((0, 2)))
             sc.set_edgecolors(["w" if n > 0 else "c" for n in v[:, 2]] if len(v) else "w")

@@ -11,8 +11,9 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
    and a JSON summary (with the calibration report) in the output directory, and
    the trained estimator (``estimator.pt``, for ``glsbi demo --posterior``).
 
-The defaults are chosen to finish in a few minutes on 2 CPU cores; the snapshot time is
-``steps * dt`` = 80 (the clusters are still coarsening: the forward model includes it).
+The defaults are chosen to finish in a few minutes on 2 CPU cores: the forward model is
+``presets.small_forward_model()`` (48² torus, SK-ROCK, snapshot at t = 80, while the clusters are
+still coarsening: the forward model includes it).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._simulator import DEFAULT_CONFIG, make_prior, make_simulator
-from .checkpoint import save_estimator
-from .diagnostics import calibration_report
-from .embeddings import EmbeddingConfig
-from .inference import GridPosterior, build_inference, train
-from .simulators import TDGLConfig
-from .store import SimulationBank
+from ..checkpoint import save_estimator
+from ..diagnostics import calibration_report
+from ..embeddings import EmbeddingConfig
+from ..inference import GridPosterior, build_inference, train
+from ..physics import TDGLConfig, presets
+from ..sbi_simulator import DEFAULT_BOUNDS, make_simulator
+from ..store import SimulationBank
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,11 @@ class QuickstartSettings:
 
     Attributes:
         size: Grid side (sites) of the torus; h = 0.5.
-        steps: Time steps of the default scheme (SK-ROCK, 2 stages, dt = 0.3125: 256 steps is t = 80).
+        t_final: Snapshot time of the quench (``presets.T_SMALL`` = 80).
+        steps: Time steps instead of ``t_final`` (the default scheme: SK-ROCK, 2 stages, dt = 0.3125),
+            or ``None``.
+        bounds: Prior box ``((eta_low, eta_high), (field_low, field_high))``; default the package's
+            ``DEFAULT_BOUNDS``. A small torus needs a larger field to hold a flux quantum.
         num_simulations: Bank size (train / validation / test split 80/10/10 by chunk).
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
@@ -58,7 +63,9 @@ class QuickstartSettings:
     """
 
     size: int = 48
-    steps: int = 256
+    t_final: float = presets.T_SMALL
+    steps: int | None = None
+    bounds: tuple[tuple[float, float], tuple[float, float]] = (DEFAULT_BOUNDS["eta"], DEFAULT_BOUNDS["field"])
     num_simulations: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
@@ -71,7 +78,10 @@ class QuickstartSettings:
     )
 
     def simulator_config(self) -> TDGLConfig:
-        return DEFAULT_CONFIG.replace(shape=(self.size, self.size), steps=self.steps)
+        """The forward model's numerics: ``presets.small_forward_model`` at this size and time."""
+        if self.steps is not None:
+            return presets.small_forward_model(size=self.size, steps=self.steps)
+        return presets.small_forward_model(size=self.size, t_final=self.t_final)
 
 
 def run_quickstart(
@@ -94,8 +104,10 @@ def run_quickstart(
     torch.manual_seed(s.seed)
     timings: dict[str, float] = {}
 
-    simulator = make_simulator(config=s.simulator_config(), channels=s.channels, batch_size=s.chunk_size)
-    prior = make_prior()
+    names = ("eta", "field")
+    simulator = make_simulator(names, config=s.simulator_config(), bounds=dict(zip(names, s.bounds, strict=True)),
+                               channels=s.channels, batch_size=s.chunk_size)
+    prior = simulator.prior()
     t0 = time.perf_counter()
     bank_path = out / "bank.zarr"
     if bank_path.exists():
@@ -160,6 +172,7 @@ def run_quickstart(
         "truth_inside_90": [bool(lo <= t <= hi) for t, (lo, hi) in zip(s.theta_true, interval.tolist(), strict=True)],
         "test_coverage_90": coverage.tolist(),
         "num_test": len(theta_test),
+        "bank": {"chunks_simulated_now": len(fill.simulated), "simulations": bank.n_filled},
         "epochs_trained": epochs,
         "best_validation_loss": float(inference.summary["best_validation_loss"][-1]),
         "timings": timings,

@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_LEVELS",
     "binomial_band",
     "central_coverage",
-    "grid_interval_coverage",
     "grid_interval_hits",
     "hpd_coverage",
     "pit_values",
@@ -116,30 +115,6 @@ def hpd_coverage(ranks: np.ndarray, num_posterior_samples: int, levels: Sequence
     """
     u = pit_values(ranks, num_posterior_samples)
     return (1.0 - u[None] <= np.asarray(levels, dtype=np.float64)[:, None]).mean(axis=1)
-
-
-def grid_interval_coverage(posterior: object, theta: Tensor, x: Tensor, levels: Sequence[float]) -> np.ndarray:
-    r"""Exact coverage of a :class:`~glsbi_plugin.inference.GridPosterior`'s central marginal intervals.
-
-    For every pair and level, :meth:`GridPosterior.credible_interval` (exact for the grid's
-    piecewise-constant density, no sampling) is checked for :math:`\theta_{ik}`:
-
-    .. math::
-
-        c_k(\alpha) = \frac1N \sum_{i=1}^N
-        \mathbb{1}\big[\theta_{ik} \in \mathrm{CI}_k(\alpha; x_i)\big].
-
-    Args:
-        posterior: A ``GridPosterior``.
-        theta: True parameters, shape ``(N, d)``.
-        x: Observations, shape ``(N, *x_shape)``.
-        levels: Nominal levels in ``(0, 1)``, shape ``(m,)``.
-
-    Returns:
-        Coverage, shape ``(m, d)``.
-    """
-    covered = [grid_interval_hits(posterior, th, xi, levels) for th, xi in zip(theta, x, strict=True)]
-    return np.mean(covered, axis=0)
 
 
 def grid_interval_hits(posterior: object, theta: Tensor, x: Tensor, levels: Sequence[float]) -> np.ndarray:

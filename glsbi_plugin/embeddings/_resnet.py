@@ -177,8 +177,13 @@ class ResNetGAP(nn.Module):
     assertion) and a mix of channels otherwise.
 
     Example:
-        >>> net = ResNetGAP(2).fit_standardization(x_train)
+        >>> import torch
+        >>> from sbi.neural_nets import classifier_nn
+        >>> x_train = torch.rand(16, 2, 8, 8)
+        >>> net = ResNetGAP(2, features=4, widths=(8,)).fit_standardization(x_train)
         >>> builder = classifier_nn("mlp", z_score_x="none", embedding_net_x=net)
+        >>> net(x_train).shape
+        torch.Size([16, 4])
 
     Args:
         in_channels: Number of image channels ``C``; an integer >= 1.
@@ -247,11 +252,6 @@ class ResNetGAP(nn.Module):
             _ACTIVATIONS[cfg.activation](),
             nn.Linear(width, cfg.features),
         )
-
-    @classmethod
-    def from_config(cls, in_channels: int, config: EmbeddingConfig) -> ResNetGAP:
-        """Same as ``config.build(in_channels)``."""
-        return config.build(in_channels)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -3,9 +3,11 @@ r"""sbi inference for image observations: estimator builders, a training helper 
 Typical use (θ = (η, B), images ``(n, C, H, W)``)::
 
     from glsbi_plugin import simulator, prior
-    from glsbi_plugin.inference import GridPosterior, build_inference, train
+    from glsbi_plugin.inference import FlowConfig, GridPosterior, build_inference, train
 
     inference = build_inference("NRE_C", prior)          # ResNetGAP embedding, no ./sbi-logs
+    # options of the network on the embedding: a ClassifierConfig (NRE) or a FlowConfig (NPE), e.g.
+    # build_inference("NPE", prior, estimator=FlowConfig(hidden_features=64, num_transforms=3))
     estimator = train(inference, theta, x, max_epochs=30)  # at most 30 epochs, not 31
     posterior = GridPosterior(estimator, prior, x_o=x_o)   # x_o: (C, H, W) or (1, C, H, W)
     samples = posterior.sample((1000,))
@@ -17,28 +19,36 @@ from __future__ import annotations
 
 from .._validation import as_batched_x, box_bounds, check_theta
 from ._builders import (
-    DEFAULT_MODELS,
+    CLASSIFIER_MODELS,
+    FLOW_MODELS,
     METHODS,
+    ClassifierConfig,
+    EstimatorConfig,
+    FlowConfig,
     MemoryTracker,
     Method,
     RepeatedRowsEmbedding,
-    allowed_estimator_kwargs,
     build_inference,
+    default_estimator_config,
     train,
 )
 from ._grid import GridPosterior
 
 __all__ = [
-    "DEFAULT_MODELS",
+    "CLASSIFIER_MODELS",
+    "FLOW_MODELS",
     "METHODS",
+    "ClassifierConfig",
+    "EstimatorConfig",
+    "FlowConfig",
     "GridPosterior",
     "MemoryTracker",
     "Method",
     "RepeatedRowsEmbedding",
-    "allowed_estimator_kwargs",
     "as_batched_x",
     "box_bounds",
     "build_inference",
     "check_theta",
+    "default_estimator_config",
     "train",
 ]

@@ -16,24 +16,27 @@ sbi 0.27 pitfalls absorbed here (checked against the 0.27.0 source; ``tests/test
   for. Our trainers stop after exactly ``max_epochs`` epochs (then, like sbi, keep the weights
   with the best validation loss).
 * Unknown estimator keywords only warn in sbi (``_EstimatorConfigBase.from_kwargs``) and are
-  then silently swallowed by some builders; here they raise ``TypeError``.
+  then silently swallowed by some builders (e.g. ``num_bins`` by ``"maf"``). Here the estimator's
+  options are typed, frozen dataclasses, :class:`ClassifierConfig` (NRE) and :class:`FlowConfig`
+  (NPE): an unknown option is a ``TypeError``, a bad value or an option the chosen model ignores a
+  ``ValueError``, and checkpoints store them (:mod:`glsbi_plugin.checkpoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import logging
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import sbi.inference as sbi_inference
 import torch
 from sbi.neural_nets import classifier_nn, posterior_nn
-from sbi.neural_nets.factory import model_builders
-from sbi.neural_nets.net_builders import classifier as sbi_classifiers
 from sbi.utils.tracking import TensorBoardTracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -41,23 +44,357 @@ from torch.distributions import Distribution
 from .._validation import box_bounds, check_theta
 from ..embeddings import EmbeddingConfig
 
-__all__ = ["METHODS", "MemoryTracker", "Method", "RepeatedRowsEmbedding", "build_inference", "train"]
+__all__ = [
+    "CLASSIFIER_MODELS",
+    "FLOW_MODELS",
+    "METHODS",
+    "ClassifierConfig",
+    "EstimatorConfig",
+    "FlowConfig",
+    "MemoryTracker",
+    "Method",
+    "RepeatedRowsEmbedding",
+    "build_inference",
+    "default_estimator_config",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE"]
 METHODS: tuple[str, ...] = get_args(Method)
 
-#: Default network per method: an MLP head for the ratio classifiers, a zuko spline flow for NPE.
-DEFAULT_MODELS: dict[str, str] = {"NRE_A": "mlp", "NRE_B": "mlp", "NRE_C": "mlp", "BNRE": "mlp", "NPE": "zuko_nsf"}
-_CLASSIFIERS: dict[str, Callable[..., Any]] = {
-    "linear": sbi_classifiers.build_linear_classifier,
-    "mlp": sbi_classifiers.build_mlp_classifier,
-    "resnet": sbi_classifiers.build_resnet_classifier,
-}
-# set by build_inference itself, or meaningless for a (theta, image) problem
-_MANAGED = {"batch_x", "batch_y", "z_score_x", "z_score_y", "embedding_net", "embedding_net_x", "embedding_net_y"}
-_MANAGED |= {"features", "context", "transforms", "x_dist", "kwargs", "self"}
+ClassifierModel = Literal["mlp", "resnet", "linear"]
+FlowModel = Literal[
+    "zuko_nsf",
+    "zuko_maf",
+    "zuko_nice",
+    "zuko_naf",
+    "zuko_unaf",
+    "zuko_sospf",
+    "zuko_gf",
+    "zuko_bpf",
+    "nsf",
+    "maf",
+    "maf_rqs",
+    "made",
+    "mdn",
+]
+NormLayer = Literal["layer", "batch", "none"]
+#: Classifier heads of the ratio methods (``ClassifierConfig.model``).
+CLASSIFIER_MODELS: tuple[str, ...] = get_args(ClassifierModel)
+#: Density estimators of NPE (``FlowConfig.model``): sbi's ``model_builders`` for a continuous θ on a box.
+FLOW_MODELS: tuple[str, ...] = get_args(FlowModel)
+_NORM_LAYERS: dict[str, type[nn.Module]] = {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d, "none": nn.Identity}
+_ZUKO_AUTOREGRESSIVE = ("zuko_maf", "zuko_nsf", "zuko_naf", "zuko_unaf", "zuko_sospf", "zuko_bpf")
+_NFLOWS_RESIDUAL = ("maf", "maf_rqs", "nsf")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < low:
+        none = " or None" if optional else ""
+        raise ValueError(f"{name}={value!r}: must be an integer >= {low}{none}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: must be True or False")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_probability(name: str, value: Any) -> float:
+    if not _is_real(value) or not 0 <= value < 1:
+        raise ValueError(f"{name}={value!r}: must be a number in [0, 1)")
+    return float(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if not _is_real(value) or value <= 0:
+        raise ValueError(f"{name}={value!r}: must be a finite number > 0")
+    return float(value)
+
+
+class _EstimatorOptions:
+    """Shared behaviour of :class:`ClassifierConfig` and :class:`FlowConfig` (frozen dataclasses).
+
+    ``_USED_BY`` maps an option to the models whose sbi builder takes it (options not listed: all
+    models); ``_SBI_NAMES`` renames an option for one model's builder.
+    """
+
+    model: str
+    _MODELS: ClassVar[tuple[str, ...]] = ()
+    _USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _SBI_NAMES: ClassVar[dict[tuple[str, str], str]] = {}
+
+    def _check_model_and_unused(self) -> None:
+        if self.model not in self._MODELS:
+            raise ValueError(f"model={self.model!r}: allowed values are {self._MODELS}")
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if not self.uses(field.name) and value != field.default:
+                raise ValueError(
+                    f"{field.name}={value!r} has no effect with model={self.model!r}; "
+                    f"it is an option of {self._USED_BY[field.name]}"
+                )
+
+    def uses(self, option: str) -> bool:
+        """Whether sbi's builder for ``self.model`` takes ``option`` (a field name)."""
+        return option == "model" or self.model in self._USED_BY.get(option, self._MODELS)
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        """The keywords passed to sbi's builder factory for these options.
+
+        :func:`build_inference` calls ``classifier_nn(model, z_score_theta=..., z_score_x="none",
+        embedding_net_x=embedding, **config.builder_kwargs())`` (NRE) or ``posterior_nn(model, ...,
+        embedding_net=embedding, **config.builder_kwargs())`` (NPE). Holds the options that
+        ``self.model`` takes, under sbi's names; ``None`` values (the model's own default) are left out.
+        """
+        kwargs: dict[str, Any] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if field.name != "model" and self.uses(field.name) and value is not None:
+                kwargs[self._SBI_NAMES.get((field.name, self.model), field.name)] = value
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns every field as a JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; missing keys take their defaults.
+
+        Args:
+            data: Mapping of field names to values, e.g. parsed from JSON.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: If ``data`` has unknown keys or a value is outside its allowed range.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; allowed keys are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifierConfig(_EstimatorOptions):
+    """Options of the classifier head of the ratio methods (``NRE_A``, ``NRE_B``, ``NRE_C``, ``BNRE``).
+
+    Frozen, hashable, JSON round-trippable (:meth:`to_dict`/:meth:`from_dict`) and checked at
+    construction. The head sees ``[θ, embedding(x)]``; the defaults give the network of sbi 0.27's
+    ``classifier_nn("mlp")``. An option that the chosen ``model`` does not take must keep its default.
+
+    Args:
+        model: ``"mlp"`` (default; two hidden layers, each followed by ``norm_layer`` and a ReLU),
+            ``"resnet"`` (nflows ``ResidualNet``) or ``"linear"`` (one linear layer).
+        hidden_features: Width of the hidden layers (``"mlp"``, ``"resnet"``); an integer >= 1;
+            default 50.
+        norm_layer: ``"mlp"`` only: normalisation after each hidden layer, ``"layer"`` (default;
+            ``nn.LayerNorm``), ``"batch"`` (``nn.BatchNorm1d``) or ``"none"``.
+        num_blocks: ``"resnet"`` only: residual blocks; an integer >= 1; default 2.
+        dropout_probability: ``"resnet"`` only: dropout in the residual blocks, in [0, 1);
+            default 0.0.
+        use_batch_norm: ``"resnet"`` only: batch norm in the residual blocks; default False.
+
+    Raises:
+        ValueError: A value outside its allowed range, or an option that ``model`` does not take
+            set to a value other than its default.
+        TypeError: An unknown field (the dataclass constructor).
+
+    Example:
+        >>> ClassifierConfig(model="resnet", num_blocks=3).builder_kwargs()
+        {'hidden_features': 50, 'num_blocks': 3, 'dropout_probability': 0.0, 'use_batch_norm': False}
+        >>> ClassifierConfig(num_blocks=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_blocks=3 has no effect with model='mlp'; it is an option of ('resnet',)
+    """
+
+    model: ClassifierModel = "mlp"
+    hidden_features: int = 50
+    norm_layer: NormLayer = "layer"
+    num_blocks: int = 2
+    dropout_probability: float = 0.0
+    use_batch_norm: bool = False
+
+    _MODELS: ClassVar[tuple[str, ...]] = CLASSIFIER_MODELS
+    _USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "hidden_features": ("mlp", "resnet"),
+        "norm_layer": ("mlp",),
+        "num_blocks": ("resnet",),
+        "dropout_probability": ("resnet",),
+        "use_batch_norm": ("resnet",),
+    }
+
+    def __post_init__(self) -> None:
+        _check_int("hidden_features", self.hidden_features, 1)
+        if self.norm_layer not in _NORM_LAYERS:
+            raise ValueError(f"norm_layer={self.norm_layer!r}: allowed values are {tuple(_NORM_LAYERS)}")
+        _check_int("num_blocks", self.num_blocks, 1)
+        dropout = _check_probability("dropout_probability", self.dropout_probability)
+        object.__setattr__(self, "dropout_probability", dropout)  # stored as a float
+        _check_bool("use_batch_norm", self.use_batch_norm)
+        self._check_model_and_unused()
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        """The keywords passed to sbi's ``classifier_nn`` (``norm_layer`` as the module class)."""
+        kwargs = super().builder_kwargs()
+        if "norm_layer" in kwargs:
+            kwargs["norm_layer"] = _NORM_LAYERS[kwargs["norm_layer"]]
+        return kwargs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FlowConfig(_EstimatorOptions):
+    """Options of NPE's conditional density estimator ``q(θ | embedding(x))``.
+
+    Frozen, hashable, JSON round-trippable (:meth:`to_dict`/:meth:`from_dict`) and checked at
+    construction. The defaults give the network of sbi 0.27's ``posterior_nn("zuko_nsf")`` (note:
+    ``posterior_nn`` passes ``num_bins=10`` and ``num_transforms=5``, overriding the zuko builders'
+    own 8 bins and, for ``zuko_gf``/``zuko_bpf``, 3 transforms). An option that the chosen
+    ``model`` does not take must keep its default. Numerical details of the spline/MLP internals
+    (``tails``, ``min_bin_width``, zuko's ``activation``/``slope``, ...) keep sbi's/zuko's defaults.
+
+    Args:
+        model: One of :data:`FLOW_MODELS`: zuko's ``"zuko_nsf"`` (default), ``"zuko_maf"``,
+            ``"zuko_nice"``, ``"zuko_naf"``, ``"zuko_unaf"``, ``"zuko_sospf"``, ``"zuko_gf"``,
+            ``"zuko_bpf"``; nflows' ``"nsf"``, ``"maf"``, ``"maf_rqs"``, ``"made"``; ``"mdn"``.
+            (sbi's ``mnle``/``mnpe`` are for mixed discrete data, ``tabpfn`` trains no network and
+            ``zuko_ncsf`` needs θ on a circle: not offered.)
+        hidden_features: Width of the flow's networks (every model); an integer >= 1; default 50.
+            For zuko flows this is sbi's ``[hidden_features] * num_transforms`` hidden layers.
+        num_transforms: Number of flow transforms (every model but ``"made"``, ``"mdn"``); an
+            integer >= 1; default 5.
+        num_bins: Spline bins (``"zuko_nsf"``, ``"nsf"``, ``"maf_rqs"``); an integer >= 1; default 10.
+        passes: zuko autoregressive flows (``"zuko_maf"``, ``"zuko_nsf"``, ``"zuko_naf"``,
+            ``"zuko_unaf"``, ``"zuko_sospf"``, ``"zuko_bpf"``): passes of the inverse; ``None``
+            (default) is fully autoregressive, ``2`` a coupling flow; else an integer >= 1.
+        randperm: The same zuko flows: permute features randomly between transforms instead of
+            reversing them; default False.
+        num_blocks: nflows ``"maf"``, ``"maf_rqs"``, ``"nsf"``: residual blocks of each
+            transform's network; an integer >= 1; default 2.
+        dropout_probability: The same nflows flows: dropout in those networks, in [0, 1); default 0.0.
+        use_batch_norm: The same nflows flows: batch norm in those networks; default False.
+        tail_bound: ``"nsf"``, ``"maf_rqs"``: the splines act on [-tail_bound, tail_bound]; a
+            finite number > 0; default 3.0.
+        hidden_layers_spline_context: ``"nsf"`` with a one-dimensional θ: hidden layers of the
+            spline's context network; an integer >= 0; default 1.
+        num_components: Mixture components of ``"mdn"`` (and of ``"made"``, sbi's
+            ``num_mixture_components``); an integer >= 1; default 10.
+        randmask: ``"zuko_nice"``: random coupling masks; default False.
+        signal: ``"zuko_naf"``, ``"zuko_unaf"``: signal features of the monotonic network; an
+            integer >= 1; default 16.
+        degree: ``"zuko_sospf"``, ``"zuko_bpf"``: polynomial degree; ``None`` (default) keeps the
+            model's own (4 for SOSPF, 16 for BPF); else an integer >= 1.
+        polynomials: ``"zuko_sospf"``: number of polynomials; an integer >= 1; default 3.
+        components: ``"zuko_gf"``: Gaussian mixture components; an integer >= 1; default 8.
+
+    Raises:
+        ValueError: A value outside its allowed range, or an option that ``model`` does not take
+            set to a value other than its default.
+        TypeError: An unknown field (the dataclass constructor).
+
+    Example:
+        >>> FlowConfig().builder_kwargs()
+        {'hidden_features': 50, 'num_transforms': 5, 'num_bins': 10, 'randperm': False}
+        >>> FlowConfig(model="nsf", num_bins=4).to_dict()["num_bins"]
+        4
+        >>> FlowConfig(model="zuko_maf", num_bins=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_bins=4 has no effect with model='zuko_maf'; it is an option of ('zuko_nsf', 'nsf', 'maf_rqs')
+    """
+
+    model: FlowModel = "zuko_nsf"
+    hidden_features: int = 50
+    num_transforms: int = 5
+    num_bins: int = 10
+    passes: int | None = None
+    randperm: bool = False
+    num_blocks: int = 2
+    dropout_probability: float = 0.0
+    use_batch_norm: bool = False
+    tail_bound: float = 3.0
+    hidden_layers_spline_context: int = 1
+    num_components: int = 10
+    randmask: bool = False
+    signal: int = 16
+    degree: int | None = None
+    polynomials: int = 3
+    components: int = 8
+
+    _MODELS: ClassVar[tuple[str, ...]] = FLOW_MODELS
+    _USED_BY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "num_transforms": tuple(m for m in FLOW_MODELS if m not in ("made", "mdn")),
+        "num_bins": ("zuko_nsf", "nsf", "maf_rqs"),
+        "passes": _ZUKO_AUTOREGRESSIVE,
+        "randperm": _ZUKO_AUTOREGRESSIVE,
+        "num_blocks": _NFLOWS_RESIDUAL,
+        "dropout_probability": _NFLOWS_RESIDUAL,
+        "use_batch_norm": _NFLOWS_RESIDUAL,
+        "tail_bound": ("nsf", "maf_rqs"),
+        "hidden_layers_spline_context": ("nsf",),
+        "num_components": ("mdn", "made"),
+        "randmask": ("zuko_nice",),
+        "signal": ("zuko_naf", "zuko_unaf"),
+        "degree": ("zuko_sospf", "zuko_bpf"),
+        "polynomials": ("zuko_sospf",),
+        "components": ("zuko_gf",),
+    }
+    _SBI_NAMES: ClassVar[dict[tuple[str, str], str]] = {("num_components", "made"): "num_mixture_components"}
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_features", "num_transforms", "num_bins", "num_blocks", "num_components", "signal"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("polynomials", self.polynomials, 1)
+        _check_int("components", self.components, 1)
+        _check_int("hidden_layers_spline_context", self.hidden_layers_spline_context, 0)
+        _check_int("passes", self.passes, 1, optional=True)
+        _check_int("degree", self.degree, 1, optional=True)
+        for name in ("randperm", "use_batch_norm", "randmask"):
+            _check_bool(name, getattr(self, name))
+        dropout = _check_probability("dropout_probability", self.dropout_probability)
+        object.__setattr__(self, "dropout_probability", dropout)  # stored as a float
+        object.__setattr__(self, "tail_bound", _check_positive("tail_bound", self.tail_bound))
+        self._check_model_and_unused()
+
+
+#: Options of a method's estimator: a :class:`ClassifierConfig` (NRE methods) or a :class:`FlowConfig` (NPE).
+EstimatorConfig = ClassifierConfig | FlowConfig
+
+
+def default_estimator_config(method: Method) -> EstimatorConfig:
+    """The estimator options :func:`build_inference` uses for ``method`` when given none.
+
+    Args:
+        method: One of :data:`METHODS`.
+
+    Returns:
+        ``FlowConfig()`` for ``"NPE"``, ``ClassifierConfig()`` for the ratio methods.
+
+    Raises:
+        ValueError: If ``method`` is unknown.
+
+    Example:
+        >>> default_estimator_config("NPE") == FlowConfig(model="zuko_nsf", hidden_features=50)
+        True
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: choose one of {METHODS}")
+    return FlowConfig() if method == "NPE" else ClassifierConfig()
 
 
 class MemoryTracker:
@@ -168,45 +505,15 @@ def _keyword_names(fn: Callable[..., Any]) -> set[str]:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _has_var_kwargs(fn: Callable[..., Any]) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
-
-
-def allowed_estimator_kwargs(method: Method, model: str) -> set[str]:
-    """Keywords that :func:`build_inference` forwards to sbi's builder for ``method``/``model``.
-
-    Args:
-        method: One of :data:`METHODS`.
-        model: A classifier (``"linear"``, ``"mlp"``, ``"resnet"``) for NRE methods, a key of
-            sbi's ``model_builders`` (e.g. ``"nsf"``, ``"zuko_nsf"``) for NPE.
-
-    Returns:
-        The accepted keyword names.
-
-    Raises:
-        ValueError: If ``model`` is unknown for ``method``.
-    """
-    builders = model_builders if method == "NPE" else _CLASSIFIERS
-    if model not in builders:
-        raise ValueError(f"model={model!r} is not available for {method}; choose one of {sorted(builders)}")
-    builder = builders[model]
-    names = _keyword_names(builder)
-    if model.startswith("zuko_") and _has_var_kwargs(builder):
-        import zuko
-
-        flow = getattr(zuko.flows, model.removeprefix("zuko_").upper(), None)
-        for cls in inspect.getmro(flow) if flow is not None else ():
-            if "__init__" in vars(cls) and cls.__module__.startswith("zuko.flows"):
-                names |= _keyword_names(cls.__init__)
-        if flow is not None and issubclass(flow, zuko.flows.MAF):  # autoregressive transforms + MLP
-            names |= _keyword_names(zuko.flows.autoregressive.MaskedAutoregressiveTransform.__init__)
-            names |= _keyword_names(zuko.nn.MLP.__init__)
-    return names - _MANAGED - {"in_features", "out_features", "adjacency", "order", "shapes"}
-
-
 def _make_builder(
-    method: Method, model: str, embedding: EmbeddingConfig, kwargs: Mapping[str, Any], dedup_x: bool
+    method: Method,
+    estimator: EstimatorConfig,
+    embedding: EmbeddingConfig,
+    z_score_theta: str,
+    dedup_x: bool,
 ) -> Callable[[Tensor, Tensor], nn.Module]:
+    kwargs = estimator.builder_kwargs()
+
     def build(batch_theta: Tensor, batch_x: Tensor) -> nn.Module:
         if batch_x.ndim != 4:
             raise ValueError(f"x must be images of shape (n, C, H, W), got {tuple(batch_x.shape)}")
@@ -214,11 +521,21 @@ def _make_builder(
         logger.info("built %s embedding for x of shape %s", type(net).__name__, tuple(batch_x.shape[1:]))
         if dedup_x and method != "NPE":  # NPE never repeats x
             net = RepeatedRowsEmbedding(net)
-        if method == "NPE":
-            make = posterior_nn(model, z_score_x="none", embedding_net=net, **kwargs)
-        else:
-            make = classifier_nn(model, z_score_x="none", embedding_net_x=net, **kwargs)
-        return make(batch_theta, batch_x)
+        with warnings.catch_warnings():
+            # sbi 0.27 warns about options its own configs do not list (zuko's ``passes``, the MLP
+            # classifier's ``norm_layer``) and forwards them; ours are checked by the dataclass
+            warnings.filterwarnings("ignore", message="Unknown kwargs passed to", category=UserWarning)
+            if method == "NPE":
+                make = posterior_nn(
+                    estimator.model, z_score_theta=z_score_theta, z_score_x="none", embedding_net=net, **kwargs
+                )
+            else:
+                make = classifier_nn(
+                    estimator.model, z_score_theta=z_score_theta, z_score_x="none", embedding_net_x=net, **kwargs
+                )
+        built = make(batch_theta, batch_x)
+        built._glsbi_estimator_config = estimator  # read by checkpoint.save_estimator
+        return built
 
     return build
 
@@ -227,16 +544,14 @@ def build_inference(
     method: Method,
     prior: Distribution,
     embedding: EmbeddingConfig | None = None,
+    estimator: EstimatorConfig | None = None,
     *,
     x_shape: Sequence[int] | None = None,
-    model: str | None = None,
-    hidden_features: int = 50,
     z_score_theta: Literal["independent", "none"] = "independent",
     dedup_x: bool = True,
     log_dir: str | None = None,
     device: str = "cpu",
     show_progress_bars: bool = False,
-    **estimator_kwargs: Any,
 ) -> Any:
     """An sbi inference object for ``method`` whose estimator embeds images with ``ResNetGAP``.
 
@@ -245,11 +560,12 @@ def build_inference(
         prior: The prior over θ (e.g. :func:`glsbi_plugin.make_prior`).
         embedding: Options of the image embedding; default ``EmbeddingConfig()``. Every estimator
             built gets a fresh network whose standardisation is fitted on its training images.
+        estimator: Options of the network on top of the embedding: a :class:`ClassifierConfig`
+            for the ratio methods, a :class:`FlowConfig` for NPE. Default
+            :func:`default_estimator_config` (an MLP head; a zuko spline flow), the networks of
+            sbi's own defaults.
         x_shape: Expected ``(C, H, W)`` of one image; checked by :func:`train`. ``None``: taken
             from the first simulations appended.
-        model: Classifier head for NRE methods (``"mlp"``, default; ``"resnet"``; ``"linear"``) or
-            flow for NPE (``"zuko_nsf"``, default; any key of sbi's ``model_builders``).
-        hidden_features: Width of the classifier head / flow networks.
         z_score_theta: Standardise θ inside the estimator (``"independent"``) or not.
         dedup_x: NRE only: wrap the embedding in :class:`RepeatedRowsEmbedding`, which embeds the
             copies of an image that sbi makes (one per contrastive atom in training, one per θ in
@@ -258,26 +574,32 @@ def build_inference(
             (``inference._tracker``, a :class:`MemoryTracker`) and write no ``./sbi-logs``.
         device: Training device.
         show_progress_bars: Show sbi's progress output while training.
-        **estimator_kwargs: Further options of sbi's builder (e.g. ``num_transforms=3`` for a flow,
-            ``num_blocks=2`` for the ``"resnet"`` classifier); see :func:`allowed_estimator_kwargs`.
 
     Returns:
         The sbi inference object (a subclass of sbi's ``NRE_A``, ..., ``NPE_C``); pass it to
-        :func:`train`.
+        :func:`train`. Its ``_glsbi_embedding`` and ``_glsbi_estimator_config`` hold the options,
+        and every network it builds carries its ``_glsbi_estimator_config`` (for
+        :func:`glsbi_plugin.checkpoint.save_estimator`).
 
     Raises:
-        ValueError: Unknown ``method``/``model`` or a bad ``x_shape``/``embedding``.
-        TypeError: A keyword not accepted by the chosen sbi builder.
+        ValueError: An unknown ``method``, an ``estimator`` of the wrong kind for ``method``, or a
+            bad ``x_shape``/``embedding``/``z_score_theta``.
+
+    Example:
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+        >>> inference = build_inference("NRE_C", prior, estimator=ClassifierConfig(hidden_features=64))
+        >>> inference._glsbi_estimator_config.hidden_features
+        64
+        >>> build_inference("NPE", prior, estimator=ClassifierConfig())
+        Traceback (most recent call last):
+        ...
+        ValueError: NPE needs a FlowConfig as estimator, got ClassifierConfig
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: choose one of {METHODS}")
-    model = model or DEFAULT_MODELS[method]
-    unknown = sorted(set(estimator_kwargs) - allowed_estimator_kwargs(method, model))
-    if unknown:
-        allowed = sorted(allowed_estimator_kwargs(method, model))
-        raise TypeError(
-            f"build_inference({method!r}, model={model!r}) got unexpected keywords {unknown}; accepted: {allowed}"
-        )
+    default = default_estimator_config(method)  # also checks method
+    estimator = default if estimator is None else estimator
+    if not isinstance(estimator, type(default)):
+        raise ValueError(f"{method} needs a {type(default).__name__} as estimator, got {type(estimator).__name__}")
     embedding = EmbeddingConfig() if embedding is None else embedding
     if not isinstance(embedding, EmbeddingConfig):
         raise ValueError(f"embedding must be an EmbeddingConfig, got {type(embedding).__name__}")
@@ -285,8 +607,7 @@ def build_inference(
         raise ValueError(f"x_shape must be (C, H, W) with positive sizes, got {tuple(x_shape)}")
     if z_score_theta not in ("independent", "none"):
         raise ValueError(f"z_score_theta={z_score_theta!r}: allowed values are ('independent', 'none')")
-    kwargs = dict(estimator_kwargs, hidden_features=hidden_features, z_score_theta=z_score_theta)
-    builder = _make_builder(method, model, embedding, kwargs, dedup_x)
+    builder = _make_builder(method, estimator, embedding, z_score_theta, dedup_x)
     tracker = MemoryTracker() if log_dir is None else TensorBoardTracker(_summary_writer(log_dir))
     key = "density_estimator" if method == "NPE" else "classifier"
     inference = _TRAINERS[method](
@@ -294,6 +615,7 @@ def build_inference(
     )
     inference._glsbi_x_shape = tuple(int(s) for s in x_shape) if x_shape is not None else None
     inference._glsbi_embedding = embedding
+    inference._glsbi_estimator_config = estimator
     return inference
 
 

@@ -1,18 +1,42 @@
-r"""JAX physics of two-component TDGL (knows nothing of torch).
+r"""JAX physics of two-component TDGL (knows nothing of torch): the forward model and its parts.
 
-Public API::
+Public face::
 
-    cfg = TDGLConfig(shape=(64, 64), h=0.5, dt=0.3125, steps=640, scheme="skrock", stages=2)
-    p = presets.type15(eta=0.2, field=0.08)
-    state = simulate(p, jax.random.key(0), cfg)
-    x = observe(state, p, cfg, channels=("rho1", "rho2"))
+    cfg = presets.forward_model()                       # 64², SK-ROCK s = 2, dt = 0.3125, t = 200
+    p = presets.type15(eta=0.2, field=0.08)             # traced physics (a pytree)
+    x = forward(p, jax.random.key(0), cfg, Observation(channels=("rho1", "rho2")))   # (2, 64, 64)
+
+- the forward model: :func:`forward` (quench → integrate → observe → instrument, pure, jit- and
+  vmap-able), :func:`forward_in_segments` (the same, eagerly in pieces), :class:`Observation`,
+  :class:`Measurement`, :mod:`presets` (``forward_model`` holds the default numerics);
+- the quench and its state: :func:`simulate`, :func:`simulate_batch`, :func:`initial_state`,
+  :func:`integrate`, :class:`State`, :func:`free_energy`;
+- observables: :func:`observe`, :func:`densities`, :func:`field_map`, :func:`plaquette_flux`,
+  :func:`winding`, :func:`vortex_positions`, :func:`winding_positions`;
+- configuration and checks: :class:`TDGLConfig`, :class:`TDGLParams`, :func:`check_params`,
+  :func:`stability_bounds`, :func:`flux_quanta`;
+- length scales: :func:`length_scales`, :func:`ground_state`, :func:`hc2_lattice`.
+
+The steppers (``_solver``: Euler–Maruyama and SK-ROCK), the lattice (``_lattice``: forces, link
+variables) and the NumPy reference (``_reference``) are internal; the tests import them there.
 """
 
 from .. import _env  # noqa: F401  (XLA defaults before jax is imported)
 from . import presets
 from ._checks import check_params, stability_bounds
 from ._config import PARAM_NAMES, TDGLConfig, TDGLConfigError, TDGLParams, flux_quanta
-from ._lattice import State, forces, free_energy, gauge_transform, theta
+from ._forward import (
+    ForwardKeys,
+    Observation,
+    forward,
+    forward_in_segments,
+    forward_keys,
+    initial_state,
+    shard_batch,
+    simulate,
+    simulate_batch,
+)
+from ._lattice import State, free_energy, plaquette_flux
 from ._length_scales import LengthScales, ground_state, hc2_lattice, length_scales
 from ._observables import (
     CHANNELS,
@@ -23,54 +47,43 @@ from ._observables import (
     observe,
     vortex_positions,
     winding,
+    winding_positions,
 )
-from ._solver import (
-    drift,
-    euler_step,
-    initial_state,
-    integrate,
-    noise_increment,
-    simulate,
-    simulate_batch,
-    skrock_coefficients,
-    skrock_stability,
-    skrock_step,
-)
+from ._solver import integrate
 
 __all__ = [
+    "CHANNELS",
     "PARAM_NAMES",
+    "ForwardKeys",
+    "LengthScales",
+    "Measurement",
+    "Observation",
+    "State",
     "TDGLConfig",
     "TDGLConfigError",
     "TDGLParams",
-    "check_params",
-    "stability_bounds",
-    "flux_quanta",
-    "State",
-    "forces",
-    "free_energy",
-    "gauge_transform",
-    "theta",
-    "LengthScales",
-    "ground_state",
-    "hc2_lattice",
-    "length_scales",
-    "CHANNELS",
     "check_channels",
-    "Measurement",
+    "check_params",
     "densities",
     "field_map",
-    "observe",
-    "vortex_positions",
-    "winding",
-    "drift",
-    "euler_step",
-    "noise_increment",
-    "skrock_coefficients",
-    "skrock_stability",
-    "skrock_step",
+    "flux_quanta",
+    "forward",
+    "forward_in_segments",
+    "forward_keys",
+    "free_energy",
+    "ground_state",
+    "hc2_lattice",
     "initial_state",
     "integrate",
+    "length_scales",
+    "observe",
+    "plaquette_flux",
+    "presets",
+    "shard_batch",
     "simulate",
     "simulate_batch",
-    "presets",
+    "stability_bounds",
+    "vortex_positions",
+    "winding",
+    "winding_positions",
 ]

@@ -1,4 +1,4 @@
-"""``python -m glsbi_plugin.simulators``: one default simulation (and, with ``--regimes``, the
+"""``python -m glsbi_plugin.physics``: one default simulation (and, with ``--regimes``, the
 regime table of the default preset across the η prior)."""
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import time
 import jax
 import numpy as np
 
-from . import TDGLConfig, length_scales, observe, presets, simulate
+from . import Observation, forward_in_segments, length_scales, presets
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m glsbi_plugin.simulators", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m glsbi_plugin.physics", description=__doc__)
     parser.add_argument("--eta", type=float, default=0.2, help="Josephson coupling η (default 0.2)")
     parser.add_argument("--field", type=float, default=0.08, help="mean induction B (default 0.08)")
     parser.add_argument(
         "--scheme",
         choices=("skrock", "euler"),
         default="skrock",
-        help="skrock: 2 stages, dt = 0.3125, 640 steps (the forward model's default); "
-        "euler: dt = 0.08, 2500 steps (default skrock); both reach t = 200",
+        help="time stepper with its default stages and dt (presets.SCHEME_STEPS: skrock 2 stages at dt 0.3125, "
+        "the forward model's; euler dt 0.08); both run to the forward model's t = 200 (default skrock)",
     )
     parser.add_argument("--steps", type=int, default=None, help="time steps (default: t = 200)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
@@ -38,16 +38,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ls.xi_plus:6.3f} {ls.hc2:6.3f}  {ls.regime}"
             )
         return
-    if args.scheme == "euler":
-        cfg = TDGLConfig(shape=(64, 64), dt=0.08, steps=2500 if args.steps is None else args.steps)
-    else:
-        steps = 640 if args.steps is None else args.steps
-        cfg = TDGLConfig(shape=(64, 64), dt=0.3125, steps=steps, scheme="skrock", stages=2)
+    cfg = presets.forward_model(scheme=args.scheme, steps=args.steps)
     p = presets.type15(eta=args.eta, field=args.field)
     t0 = time.perf_counter()
-    state = simulate(p, jax.random.key(args.seed), cfg)
-    x = observe(state, p, cfg, channels=("rho1",))
-    x.block_until_ready()
+    _, x = forward_in_segments(p, jax.random.key(args.seed), cfg, Observation(channels=("rho1",)))
     print(
         f"simulated {cfg.shape[0]}x{cfg.shape[1]}, {cfg.steps} {cfg.scheme} steps (t = {cfg.t_final:g}) "
         f"in {time.perf_counter() - t0:.2f} s"

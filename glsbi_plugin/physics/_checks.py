@@ -18,7 +18,8 @@ from ._config import (
     TDGLParams,
     flux_quanta,
 )
-from ._length_scales import ground_state
+from ._length_scales import ground_state, potential_hessian
+from ._skrock import skrock_stability
 
 
 def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]:
@@ -31,7 +32,8 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
         dt_\psi = \min_a \frac{2\Gamma_a}{8K_a/h^2 + \tfrac12\sum_b|H_{ab}|},\qquad
         dt_a = \frac{2\sigma}{8/(e^2h^2) + \sum_a 2K_a u_a^2},
 
-    with :math:`H = \mathrm{Hess}\,V(u)` of the potential in the amplitudes. Without the
+    with :math:`H = \mathrm{Hess}\,V(u)` of the potential in the amplitudes (``potential_hessian``
+    at :math:`|\eta|`, the ground state's phase-locked coupling). Without the
     potential and supercurrent terms these are the familiar :math:`\Gamma h^2/4K` and
     :math:`\sigma e^2h^2/4`; the extra terms matter at large η (the strong band's amplitude mode).
     """
@@ -41,14 +43,8 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
     gamma = np.asarray(params.gamma, np.float64)
     u = np.asarray(ground_state(params), np.float64)
     h2 = cfg.h**2
-    if K.shape[-1] == 1:
-        rows = np.abs(2 * alpha + 6 * beta * u**2)
-    else:
-        eta = np.abs(np.asarray(params.eta, np.float64))[..., None]
-        nu = np.asarray(params.nu, np.float64)[..., None]
-        diag = 2 * alpha + 6 * beta * u**2 + 2 * nu * u[..., ::-1] ** 2
-        off = np.abs(-2 * eta + 4 * nu * u[..., :1] * u[..., 1:])
-        rows = np.abs(diag) + off
+    hess = potential_hessian(u, alpha, beta, np.abs(np.asarray(params.eta, np.float64)), params.nu)
+    rows = np.sum(np.abs(hess), axis=-1)
     dt_psi = float(np.min(2 * gamma / (8 * K / h2 + rows / 2)))
     e = np.asarray(params.e, np.float64)
     sigma = np.asarray(params.sigma, np.float64)
@@ -58,8 +54,6 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
 
 def _check_skrock(dt: float, stages: int, euler_psi: float, euler_a: float) -> None:
     """SK-ROCK with s stages is stable for dt·λ <= L_s: the Euler bounds (dt·λ <= 2) times L_s/2."""
-    from ._solver import skrock_stability  # the solver imports this module
-
     euler = min(euler_psi, euler_a)
     bound = euler * skrock_stability(stages) / 2
     if dt <= bound:

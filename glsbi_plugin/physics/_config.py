@@ -49,7 +49,7 @@ class TDGLConfig:
         scheme: ``"euler"`` (Euler–Maruyama, one force evaluation per step) or ``"skrock"``
             (Abdulle–Almuslimani–Vilmart's stabilised Runge–Kutta–Chebyshev method for stiff
             Langevin equations, weak order 1: ``stages`` force evaluations and one noise draw per
-            step, stable up to :math:`\approx 0.97 s^2` times the Euler step; see ``_solver``).
+            step, stable up to :math:`\approx 0.97 s^2` times the Euler step; see ``_solver`` and ``_skrock``).
         stages: Stages s of ``"skrock"`` (1 to 64); must be 1 for ``"euler"``.
         components: 1 (single-band GL, for textbook checks) or 2 (two-band).
         boundary: ``"periodic"`` (a torus carrying an integer number of flux quanta),

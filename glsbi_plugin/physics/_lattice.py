@@ -138,7 +138,7 @@ def initial_links(params: TDGLParams, cfg: TDGLConfig) -> tuple[jax.Array, jax.A
     return -b * j, zeros
 
 
-def plaquette_flux(a_x: jax.Array, a_y: jax.Array) -> jax.Array:
+def _curl(a_x: jax.Array, a_y: jax.Array) -> jax.Array:
     r""":math:`\theta_{ij} = a^x_{ij} + a^y_{i+1,j} - a^x_{i,j+1} - a^y_{ij}` (periodic indexing)."""
     return a_x + jnp.roll(a_y, -1, X) - jnp.roll(a_x, -1, Y) - a_y
 
@@ -168,13 +168,13 @@ def link_variables(state: State, params: TDGLParams, cfg: TDGLConfig) -> tuple[j
     return u_x, u_y
 
 
-def theta(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
+def plaquette_flux(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     r"""Physical plaquette flux :math:`\theta` (torus: :math:`\phi + \theta[a_{dyn}]`), ``(nx, ny)``.
 
     Plaquettes outside an open sample are set to :math:`Hh^2`, the applied field there."""
     g = geometry(cfg)
     _, _, th_ref = background(params, cfg)
-    th = plaquette_flux(state.a_x, state.a_y)
+    th = _curl(state.a_x, state.a_y)
     if cfg.torus:
         return th + th_ref
     m = g.m_p.astype(th.dtype)
@@ -202,7 +202,7 @@ def free_energy(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     kin = jnp.sum(k * (g.w_x * jnp.abs(dx) ** 2 + g.w_y * jnp.abs(dy) ** 2))
     pot = h2 * jnp.sum(_potential_density(psi, params, cfg))
     _, _, th_ref = background(params, cfg)
-    th = plaquette_flux(state.a_x, state.a_y)
+    th = _curl(state.a_x, state.a_y)
     dev = th if cfg.torus else th - th_ref
     mag = jnp.sum(g.m_p * dev**2) / (2 * params.e**2 * h2)
     return kin + pot + mag
@@ -260,7 +260,7 @@ def forces(
     j_x = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fx), axis=0)
     j_y = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fy), axis=0)
     _, _, th_ref = background(params, cfg)
-    th = plaquette_flux(state.a_x, state.a_y)
+    th = _curl(state.a_x, state.a_y)
     dev = th if cfg.torus else g.m_p.astype(rdt) * (th - th_ref)
     dev = dev / (params.e**2 * h2)
     d_ax = j_x - (dev - jnp.roll(dev, 1, Y))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._config import TDGLConfig, TDGLParams
-from ._lattice import State, X, Y, geometry, link_variables, theta
+from ._lattice import State, X, Y, geometry, link_variables, plaquette_flux
 from ._length_scales import ground_state
 
 CHANNELS = ("rho1", "rho2", "bz", "winding1", "winding2")
@@ -43,7 +43,7 @@ def densities(state: State) -> jax.Array:
 
 def field_map(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     r""":math:`B_z = \theta/h^2` on plaquettes, shape ``(nx, ny)`` (outside an open sample: H)."""
-    return theta(state, params, cfg) / cfg.h**2
+    return plaquette_flux(state, params, cfg) / cfg.h**2
 
 
 def winding(state: State, params: TDGLParams, cfg: TDGLConfig, threshold: float = 0.1) -> jax.Array:
@@ -58,7 +58,7 @@ def winding(state: State, params: TDGLParams, cfg: TDGLConfig, threshold: float 
     g = geometry(cfg)
     chi_x = jnp.angle(jnp.conj(psi) * u_x * jnp.roll(psi, -1, X))
     chi_y = jnp.angle(jnp.conj(psi) * u_y * jnp.roll(psi, -1, Y))
-    th = theta(state, params, cfg)
+    th = plaquette_flux(state, params, cfg)
     circ = chi_x + jnp.roll(chi_y, -1, X) - jnp.roll(chi_x, -1, Y) - chi_y + th
     n = jnp.round(circ / (2 * jnp.pi)).astype(jnp.int32)
     keep = jnp.asarray(g.m_p > 0)
@@ -80,9 +80,14 @@ def vortex_positions(
 
     ``x, y`` are plaquette centres ``((i + 1/2) h, (j + 1/2) h)``; ``n`` the winding (±1, ±2, ...).
     """
-    n = np.asarray(winding(state, params, cfg, threshold)[component])
+    return winding_positions(np.asarray(winding(state, params, cfg, threshold)[component]), cfg.h)
+
+
+def winding_positions(winding_map: np.ndarray, h: float) -> np.ndarray:
+    """The non-zero plaquettes of one band's ``(nx, ny)`` winding map (:func:`winding`) as a
+    ``(k, 3)`` float64 array of ``(x, y, n)`` at plaquette centres ``((i + 1/2) h, (j + 1/2) h)``."""
+    n = np.asarray(winding_map)
     i, j = np.nonzero(n)
-    h = cfg.h
     return np.stack([(i + 0.5) * h, (j + 0.5) * h, n[i, j]], axis=1).astype(np.float64)
 
 

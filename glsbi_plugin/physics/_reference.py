@@ -2,8 +2,8 @@ r"""A vectorised NumPy implementation of one Euler step, written independently o
 
 It indexes neighbours through integer index arrays (no ``roll``), builds the full link angles
 (background included) explicitly, and treats open boundaries by dropping bonds from neighbour
-lists. ``tests/test_reference.py`` checks that it agrees with :func:`euler_step` to float
-tolerance; ``benchmarks/solver_throughput.py`` uses it as the baseline.
+lists. ``tests/test_solver.py::test_numpy_reference_step_agrees`` checks that it agrees with
+``_solver.euler_step`` to float tolerance; ``benchmarks/solver_throughput.py`` uses it as the baseline.
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ discrete fluctuation–dissipation relation of the energy :math:`E` (``_lattice`
 :math:`\psi = u + iv`, :math:`\Gamma\dot u = -\partial E/\partial u / (2h^2)`, so the stationary
 law is :math:`e^{-E/T}` (``tests/test_solver.py`` checks equipartition).
 
-Protocol (field-cooled quench): the normal state :math:`\psi \approx 0` seeded with complex noise of
-amplitude ``cfg.init_noise``, the vector potential carrying the field, α at its final value; the
-system then relaxes for ``cfg.steps`` steps at temperature T. The snapshot time ``steps*dt`` is
-part of the forward model (type-1.5 clusters keep coarsening). Randomness comes only from ``key``.
+The protocol around these steps (field-cooled quench: the normal state :math:`\psi \approx 0`
+seeded with complex noise of amplitude ``cfg.init_noise``, the vector potential carrying the
+field, α at its final value, then ``cfg.steps`` steps at temperature T) is the forward model's, in
+``_forward``. The snapshot time ``steps*dt`` is part of the forward model (type-1.5 clusters keep
+coarsening).
 
 SK-ROCK (``cfg.scheme = "skrock"``, Abdulle, Almuslimani & Vilmart, SIAM/ASA J. Uncertainty
 Quantif. 6, 937 (2018)): for :math:`dX = f(X)\,dt + g\,dW` with the drift :math:`f` above
@@ -31,9 +32,10 @@ with :math:`\omega_0 = 1 + \epsilon/s^2`, :math:`\omega_1 = T_s(\omega_0)/T_s'(\
 :math:`\mu_1 = \omega_1/\omega_0`, :math:`\nu_1 = s\omega_1/2`, :math:`\kappa_1 = s\omega_1/\omega_0`,
 :math:`\mu_j = 2\omega_1 T_{j-1}/T_j`, :math:`\nu_j = 2\omega_0 T_{j-1}/T_j`,
 :math:`\kappa_j = -T_{j-2}/T_j` (Chebyshev polynomials at :math:`\omega_0`; damping
-:math:`\epsilon = 0.05`). It is stable for :math:`dt\,\lambda \le L_s = (1+\omega_0)/\omega_1
-\approx 1.93 s^2` on every relaxation rate λ (Euler: 2), so s force evaluations buy a step
-:math:`\approx 0.97 s^2` times longer and the noise is drawn once per step. The TDGL drift is a
+:math:`\epsilon = 0.05`; coefficients in ``_skrock``). It is stable for
+:math:`dt\,\lambda \le L_s = (1+\omega_0)/\omega_1 \approx 1.93 s^2` on every relaxation rate λ
+(Euler: 2), so s force evaluations buy a step :math:`\approx 0.97 s^2` times longer and the noise
+is drawn once per step. The TDGL drift is a
 gradient flow, so its Jacobian has real spectrum: the regime this method is built for.
 """
 
@@ -46,20 +48,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._checks import check_params
 from ._config import TDGLConfig, TDGLParams
-from ._lattice import State, forces, geometry, initial_links, link_variables
-
-
-def initial_state(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
-    """Normal state with small complex noise and the vector potential carrying the field."""
-    nx, ny = cfg.shape
-    shape = (cfg.components, nx, ny)
-    re, im = jax.random.normal(key, (2, *shape), dtype=cfg.real_dtype) * cfg.init_noise
-    a_x, a_y = initial_links(params, cfg)
-    return State(jax.lax.complex(re, im), a_x, a_y)
+from ._lattice import State, forces, geometry, link_variables
+from ._skrock import skrock_coefficients
 
 
 def noise_increment(noise: jax.Array, params: TDGLParams, cfg: TDGLConfig) -> State:
@@ -127,34 +119,6 @@ def euler_step(
             a_x = a_x + q.a_x
             a_y = a_y + q.a_y
     return State(psi, a_x, a_y)
-
-
-SKROCK_DAMPING = 0.05
-
-
-@functools.cache
-def skrock_coefficients(stages: int, damping: float = SKROCK_DAMPING) -> tuple[tuple[float, float, float], ...]:
-    r"""``((μ_1, ν_1, κ_1), …, (μ_s, ν_s, κ_s))`` of SK-ROCK with s = ``stages`` (module docstring)."""
-    s = stages
-    w0 = 1.0 + damping / s**2
-    t = [1.0, w0]  # T_j(ω0)
-    dt_ = [0.0, 1.0]  # T_j'(ω0)
-    for _ in range(2, s + 1):
-        t.append(2 * w0 * t[-1] - t[-2])
-        dt_.append(2 * t[-2] + 2 * w0 * dt_[-1] - dt_[-2])
-    w1 = t[s] / dt_[s]
-    coeffs = [(w1 / w0, s * w1 / 2, s * w1 / w0)]
-    for j in range(2, s + 1):
-        coeffs.append((2 * w1 * t[j - 1] / t[j], 2 * w0 * t[j - 1] / t[j], -t[j - 2] / t[j]))
-    return tuple(coeffs)
-
-
-def skrock_stability(stages: int, damping: float = SKROCK_DAMPING) -> float:
-    r"""Length :math:`L_s = (1+\omega_0)/\omega_1` of SK-ROCK's real stability interval
-    :math:`[-L_s, 0]` in :math:`dt\,\lambda` (Euler: 2; :math:`\approx (2 - 4\epsilon/3)s^2`)."""
-    w0 = 1.0 + damping / stages**2
-    mu1 = skrock_coefficients(stages, damping)[0][0]
-    return (1.0 + w0) / (mu1 * w0)
 
 
 def skrock_step(
@@ -372,83 +336,3 @@ def integrate(
     if rest:
         final = run(final, start + n_saves * save_every + jnp.arange(rest))
     return final, saved
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _simulate(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
-    params = _cast(params, cfg)
-    k_init, k_run = jax.random.split(key)
-    state = initial_state(params, k_init, cfg)
-    final, _ = integrate(state, params, k_run, cfg, cfg.steps)
-    return final
-
-
-def simulate(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
-    r"""Field-cooled quench of one parameter set: the final :class:`State` after ``cfg.steps``.
-
-    Pure and deterministic in ``key``: same ``params`` and ``key`` give the identical state.
-    Works under ``jax.vmap`` over ``params`` and ``key`` (one compilation per ``cfg``); eager
-    calls check ``params`` first (:func:`check_params`).
-
-    Example:
-        >>> import jax
-        >>> from glsbi_plugin.simulators import TDGLConfig, presets, simulate
-        >>> cfg = TDGLConfig(shape=(16, 16), steps=10)
-        >>> state = simulate(presets.type15(eta=0.2, field=0.2), jax.random.key(0), cfg)
-        >>> state.psi.shape
-        (2, 16, 16)
-    """
-    check_params(params, cfg)
-    _check_dtype(cfg)
-    return _simulate(params, key, cfg)
-
-
-def simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> State:
-    """``jax.vmap`` of :func:`simulate` over a leading batch axis of ``params`` and ``keys``.
-
-    Scalar leaves of ``params`` may be unbatched (broadcast); the batch size is that of ``keys``.
-    The batch is sharded over the default backend's devices when it divides evenly
-    (:func:`shard_batch`); results agree to float rounding (the per-device width can change the
-    last bits)."""
-    check_params(params, cfg)
-    _check_dtype(cfg)
-    params = broadcast_params(params, keys.shape[0])
-    return _simulate_batch(*shard_batch(params, keys), cfg)
-
-
-def shard_batch(*trees: object) -> tuple[object, ...]:
-    """Place pytrees with a common leading batch axis across the default backend's devices.
-
-    Unchanged when there is one device or the batch does not divide evenly. On CPU, the package
-    exposes one device per core (``glsbi_plugin._env``), which is how a batch uses every core."""
-    devices = jax.devices()
-    leaves = jax.tree_util.tree_leaves(trees)
-    n = leaves[0].shape[0] if leaves and jnp.ndim(leaves[0]) else 0
-    if len(devices) < 2 or n == 0 or n % len(devices):
-        return trees
-    sharding = NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
-    return tuple(jax.device_put(t, sharding) for t in trees)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> State:
-    return jax.vmap(lambda p, k: _simulate(p, k, cfg))(params, keys)
-
-
-def broadcast_params(params: TDGLParams, n: int) -> TDGLParams:
-    """Give every leaf a leading batch axis of size ``n`` (leaves already batched are kept)."""
-
-    def bcast(v: jax.Array, rank: int) -> jax.Array:
-        v = jnp.asarray(v)
-        return jnp.broadcast_to(v, (n, *v.shape)) if v.ndim == rank else v
-
-    ranks = TDGLParams(K=1, alpha=1, beta=1, gamma=1, eta=0, nu=0, e=0, sigma=0, T=0, field=0)  # type: ignore[arg-type]
-    return jax.tree_util.tree_map(bcast, params, ranks)
-
-
-def _check_dtype(cfg: TDGLConfig) -> None:
-    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
-            "before simulating, or use dtype='float32'"
-        )

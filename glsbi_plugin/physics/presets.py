@@ -10,19 +10,105 @@ dynamics              Γ = 1, σ = 10 (explicit Euler for A stable up to dt = 0.
 noise                 T = 0.001
 ====================  =====================================================================
 
-``python -m glsbi_plugin.simulators --regimes`` prints the regime table across the η prior; the
+``python -m glsbi_plugin.physics --regimes`` prints the regime table across the η prior; the
 README quotes it. At e = 0.7 (the other checked point) every η in [0, 0.5] is type-1.5; at
 e = 0.45 the prior η ∈ [0, 0.3] crosses from clusters to a lattice, so η shows in the images.
 ``single_component``: textbook one-band GL for the physics checks.
+
+``forward_model``: the numerics of the forward model (grid, scheme, step, snapshot time), the one
+place where they are chosen. The default is a 64² torus at h = 0.5 quenched to t = 200 by SK-ROCK
+with 2 stages at dt = 0.3125 (640 steps): 80 % of its stability bound at the prior's largest η
+(0.39 at η = 0.3), 3.9× the explicit-Euler step. ``benchmarks/scheme_agreement.py``: 1.8× faster
+than Euler at dt = 0.08 (2500 steps), vortex and energy statistics equal within noise, and the same
+density of vortex–antivortex pairs early in the quench (dt = 0.625 was faster but left 1.5–2× as
+many pairs at t = 20: the quench itself needs dt of about 0.3, whatever the stability).
+``small_forward_model``: the same on a 48² torus at t = 80, the quickstart's and the demo's.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
 
-from ._config import TDGLParams
+from ._config import TDGLConfig, TDGLConfigError, TDGLParams
 
-__all__ = ["type15", "single_component"]
+__all__ = ["SCHEME_STEPS", "T_FINAL", "T_SMALL", "forward_model", "single_component", "small_forward_model", "type15"]
+
+#: Default ``(stages, dt)`` of each time stepper: SK-ROCK's is set by the accuracy of the quench
+#: (module docstring), Euler's by its stability bound (0.101 at η = 0.3, h = 0.5).
+SCHEME_STEPS: dict[str, tuple[int, float]] = {"skrock": (2, 0.3125), "euler": (1, 0.08)}
+#: Snapshot time of the default forward model.
+T_FINAL = 200.0
+#: Snapshot time of the small forward model (quickstart, demo): the clusters are still coarsening.
+T_SMALL = 80.0
+
+
+def forward_model(
+    size: int | tuple[int, int] = 64,
+    *,
+    t_final: float | None = None,
+    steps: int | None = None,
+    scheme: Literal["skrock", "euler"] = "skrock",
+    stages: int | None = None,
+    dt: float | None = None,
+    h: float = 0.5,
+) -> TDGLConfig:
+    r"""The forward model's numerics: a ``size``² torus quenched to ``t_final`` (module docstring).
+
+    Args:
+        size: Grid side in sites, or ``(nx, ny)``.
+        t_final: Snapshot time; ``steps = round(t_final / dt)``. Default :data:`T_FINAL` (200).
+        steps: Number of steps instead of ``t_final`` (give one of the two).
+        scheme: ``"skrock"`` (default) or ``"euler"``.
+        stages: SK-ROCK stages; default from :data:`SCHEME_STEPS` (2; Euler: 1).
+        dt: Time step; default from :data:`SCHEME_STEPS` (0.3125 for SK-ROCK, 0.08 for Euler).
+        h: Lattice spacing.
+
+    Raises:
+        TDGLConfigError: (a ``ValueError``) an unknown scheme, both or a negative ``t_final`` and
+            ``steps``, or what :class:`TDGLConfig` refuses (a non-positive ``dt``, a bad size).
+
+    Example:
+        >>> from glsbi_plugin.physics import presets
+        >>> cfg = presets.forward_model()
+        >>> cfg.scheme, cfg.stages, cfg.dt, cfg.steps, cfg.t_final
+        ('skrock', 2, 0.3125, 640, 200.0)
+        >>> presets.forward_model(48, t_final=80, scheme="euler").steps
+        1000
+    """
+    if scheme not in SCHEME_STEPS:
+        raise TDGLConfigError(f"scheme={scheme!r}: allowed values are {tuple(SCHEME_STEPS)}")
+    default_stages, default_dt = SCHEME_STEPS[scheme]
+    stages = default_stages if stages is None else stages
+    dt = default_dt if dt is None else float(dt)
+    if not (math.isfinite(dt) and dt > 0):
+        raise TDGLConfigError(f"dt={dt!r}: the time step must be finite and > 0")
+    if t_final is not None and steps is not None:
+        raise TDGLConfigError(f"give t_final or steps, not both (t_final={t_final!r}, steps={steps!r})")
+    if steps is None:
+        t = T_FINAL if t_final is None else float(t_final)
+        if not (math.isfinite(t) and t >= 0):
+            raise TDGLConfigError(f"t_final={t_final!r}: must be finite and >= 0")
+        steps = round(t / dt)
+    shape = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    return TDGLConfig(shape=shape, h=h, dt=dt, steps=steps, scheme=scheme, stages=stages)
+
+
+def small_forward_model(**changes: object) -> TDGLConfig:
+    """:func:`forward_model` on a 48² torus at t = :data:`T_SMALL` (80): the quickstart's and the
+    demo's default, small enough to train on in minutes. ``changes`` go to :func:`forward_model`.
+
+    Example:
+        >>> from glsbi_plugin.physics import presets
+        >>> cfg = presets.small_forward_model()
+        >>> cfg.shape, cfg.steps, cfg.t_final
+        ((48, 48), 256, 80.0)
+    """
+    kwargs: dict = {"size": 48, "t_final": None if "steps" in changes else T_SMALL}
+    kwargs.update(changes)
+    return forward_model(**kwargs)
 
 
 def type15(

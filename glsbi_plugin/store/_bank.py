@@ -59,7 +59,7 @@ class FillReport:
 @functools.lru_cache(maxsize=8)
 def _simulator_from_json(description_json: str, batch_size: int) -> Any:
     """One compiled simulator per (description, width) and process (dask workers reuse it)."""
-    from .._simulator import TDGLSimulator
+    from ..sbi_simulator import TDGLSimulator
 
     return TDGLSimulator.from_description(json.loads(description_json), batch_size=batch_size)
 
