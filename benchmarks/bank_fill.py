@@ -1,6 +1,8 @@
 """Bank fill throughput (simulations per second): in this process vs a dask ``LocalCluster``.
 
-Same configuration for both (default: 32x32 grid, 500 steps, 8 chunks of 16, vmapped width 16):
+Same configuration for both: ``presets.small_forward_model(size=--size, scheme=--scheme)``
+(default: 32x32 grid, the forward model's SK-ROCK step to t = ``presets.T_SMALL`` = 80, i.e. 256
+steps; ``--t-final`` or ``--steps`` change the length), 8 chunks of 16, vmapped width 16:
 
 * in-process, cold (includes the XLA compilation) and warm (a second bank, program compiled);
 * ``LocalCluster`` (``n_workers`` single-threaded processes), cold (cluster start-up, worker
@@ -12,7 +14,11 @@ workers compile on their own: no compilation cache is shared). Results go to
 
 Usage::
 
-    python benchmarks/bank_fill.py [--size 32] [--steps 500] [--chunks 8] [--chunk-size 16] [--workers 2]
+    python benchmarks/bank_fill.py [--size 32] [--t-final 80 | --steps N] [--scheme skrock] [--chunks 8]
+                                   [--chunk-size 16] [--workers 2] [--out DIR]
+
+The committed ``results/bank_fill.*`` predate ``--scheme``: explicit Euler, 500 steps of dt = 0.08
+(``--scheme euler --steps 500``). The default now costs about the same: 256 SK-ROCK steps of 2 stages.
 """
 
 from __future__ import annotations
@@ -42,23 +48,32 @@ def _same(a, b) -> bool:  # noqa: ANN001 - SimulationBanks
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=32, help="grid side (default 32)")
-    p.add_argument("--steps", type=int, default=500, help="time steps (default 500)")
+    p.add_argument(
+        "--t-final", type=float, default=None, help="snapshot time (default presets.T_SMALL, the small forward model's)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="time steps instead of --t-final")
+    p.add_argument("--scheme", default="skrock", choices=("skrock", "euler"),
+                   help="time stepper, at its step of presets.SCHEME_STEPS (default skrock, the forward model's)")
     p.add_argument("--chunks", type=int, default=8, help="chunks per bank (default 8)")
     p.add_argument("--chunk-size", type=int, default=16, help="samples per chunk = vmapped width (default 16)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results directory")
     args = p.parse_args(argv)
+    if args.t_final is not None and args.steps is not None:
+        p.error("give --t-final or --steps, not both")
 
     import jax
     import zarr
     from distributed import Client, LocalCluster
 
     from glsbi_plugin import __version__, make_simulator
-    from glsbi_plugin.simulators import TDGLConfig
+    from glsbi_plugin.physics import presets
     from glsbi_plugin.store import SimulationBank
     from glsbi_plugin.store._dask import worker_env
 
-    cfg = TDGLConfig(shape=(args.size, args.size), steps=args.steps)
+    # the small forward model (t = presets.T_SMALL) on this grid, unless --t-final or --steps says otherwise
+    changes = {k: v for k, v in (("t_final", args.t_final), ("steps", args.steps)) if v is not None}
+    cfg = presets.small_forward_model(size=args.size, scheme=args.scheme, **changes)
     sim = make_simulator(config=cfg, batch_size=args.chunk_size)
     n = args.chunks * args.chunk_size
     load_before = os.getloadavg()
@@ -92,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows.values():
         r["sims_per_second"] = n / r["seconds"]
     result = {
-        "config": {"shape": list(cfg.shape), "steps": cfg.steps, "chunks": args.chunks, "chunk_size": args.chunk_size,
+        "config": {"shape": list(cfg.shape), "steps": cfg.steps, "scheme": cfg.scheme, "stages": cfg.stages,
+                   "dt": cfg.dt, "t_final": cfg.t_final, "chunks": args.chunks, "chunk_size": args.chunk_size,
                    "simulations": n, "workers": args.workers, "channels": list(sim.channels)},
         "results": rows,
         "cluster_startup_seconds": startup,
@@ -110,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Bank fill throughput",
         "",
         f"{n} simulations ({args.chunks} chunks of {args.chunk_size}), {cfg.shape[0]}x{cfg.shape[1]} grid, "
-        f"{cfg.steps} steps, channels {', '.join(sim.channels)}; {os.cpu_count()} CPU cores (shared machine). "
+        f"{cfg.steps} {cfg.scheme} steps (s = {cfg.stages}, dt = {cfg.dt}, t = {cfg.t_final:g}), "
+        f"channels {', '.join(sim.channels)}; {os.cpu_count()} CPU cores (shared machine). "
         f"Produced by `python benchmarks/bank_fill.py`.",
         "",
         "| fill | seconds | simulations / s |",

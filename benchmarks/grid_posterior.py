@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters, RejectionPosteriorParameters
 
-from glsbi_plugin import make_prior
+from glsbi_plugin import DEFAULT_CONFIG, make_prior
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import GridPosterior, build_inference, train
 
@@ -267,7 +267,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke run; prints only")
     parser.add_argument("--resolution", type=int, default=100)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_CONFIG.shape[0],
+        help=f"image side (default {DEFAULT_CONFIG.shape[0]}: the default forward model's grid)",
+    )
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-obs", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=1000)

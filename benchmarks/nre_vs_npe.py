@@ -2,7 +2,8 @@
 r"""NRE_A, NRE_B, NRE_C, BNRE and NPE at several simulation budgets on the glsbi simulator.
 
 Every method sees the same simulations: one :class:`glsbi_plugin.store.SimulationBank` (θ = (η, B)
-from the default prior, the quickstart's forward model: default ``--size 48 --steps 256``, t = 80) holds
+from the default prior, the quickstart's forward model ``presets.small_forward_model()``: 48², SK-ROCK,
+t = ``presets.T_SMALL`` = 80, ``--size`` and ``--steps`` change it) holds
 ``max(budgets)`` training rows followed by ``--num-test`` held-out rows. A budget ``b`` trains on
 the bank's first ``b`` rows (so smaller budgets are subsets of larger ones; sbi holds out 10 % of
 them for early stopping) with :func:`glsbi_plugin.inference.build_inference` / ``train`` and the
@@ -19,7 +20,7 @@ truncates the flow to the box) on the same held-out rows:
   p-values and TARP's ATC, from :func:`glsbi_plugin.diagnostics.calibration_report`;
 * grid-posterior inference time per observation (embed x, head over the grid, 1000 samples).
 
-The default forward model is the quickstart's (48² torus, SK-ROCK, t = 80). At h = 0.5 the field
+The default forward model is the quickstart's (``presets.small_forward_model()``). At h = 0.5 the field
 is quantised to Nφ = round(B L² / 2π) = 3–9 flux quanta over the prior (ΔB ≈ 0.011 per quantum):
 the posterior width in B has that floor, which no method can beat (on 32²: 1–4 quanta, ΔB ≈ 0.025).
 
@@ -55,16 +56,18 @@ import numpy as np
 import torch
 from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
-from glsbi_plugin import DEFAULT_CONFIG, make_prior, make_simulator
+from glsbi_plugin import make_prior, make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import METHODS, GridPosterior, build_inference, train
+from glsbi_plugin.physics import presets
 from glsbi_plugin.store import SimulationBank
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 EMBEDDING = EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True)  # the quickstart's
 NAMES = ("eta", "field")
+SMALL = presets.small_forward_model()  # the quickstart's forward model: the defaults of --size and --steps
 
 
 # ------------------------------------------------------------------------------------- environment
@@ -82,7 +85,7 @@ def environment() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- simulations
 def load_bank(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(theta, x)`` of the first ``max(budgets) + num_test`` rows of the bank (simulated if missing)."""
-    config = DEFAULT_CONFIG.replace(shape=(args.size, args.size), steps=args.steps)  # SK-ROCK, dt = 0.3125
+    config = presets.small_forward_model(size=args.size, steps=args.steps)  # its scheme and step, this length
     simulator = make_simulator(NAMES, config=config, batch_size=args.chunk_size)
     n = max(args.budgets) + args.num_test
     path = Path(args.bank)
@@ -300,14 +303,16 @@ def figure(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: budgets 40 80, 20 test sims, 24² grid, 100 steps, 2 epochs; temp dir output")
+                   help="smoke run: budgets 40 80, 20 test sims, 24² grid, 32 steps, 2 epochs; temp dir output")
     p.add_argument("--budgets", type=int, nargs="+", default=None,
                    help="simulation budgets (default 250 500 1000 2000)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default all)")
     p.add_argument("--num-test", type=int, default=None, help="held-out simulations (default 200)")
-    p.add_argument("--size", type=int, default=None, help="torus side in sites (default 48, as the quickstart)")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"torus side in sites (default {SMALL.shape[0]}, as the quickstart)")
     p.add_argument("--steps", type=int, default=None,
-                   help="time steps of the default forward model's scheme (SK-ROCK, dt = 0.3125; default 256, t = 80)")
+                   help=f"time steps of the small forward model's scheme ({SMALL.scheme}, dt = {SMALL.dt}; "
+                   f"default {SMALL.steps}, t = {SMALL.t_final:g})")
     p.add_argument("--chunk-size", type=int, default=50, help="bank chunk size (default 50)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs at most (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
@@ -321,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     args = p.parse_args(argv)
     quick = {"budgets": [40, 80], "num_test": 20, "size": 24, "steps": 32, "max_epochs": 2}
-    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": 48, "steps": 256, "max_epochs": 50}
+    full = {"budgets": [250, 500, 1000, 2000], "num_test": 200, "size": SMALL.shape[0], "steps": SMALL.steps,
+            "max_epochs": 50}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

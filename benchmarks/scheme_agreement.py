@@ -1,22 +1,23 @@
 #!/usr/bin/env python
 r"""Does SK-ROCK with a long step reproduce the explicit scheme's quench statistics, and how much faster?
 
-For a few θ = (η, B) of the default prior, the default forward model (64², h = 0.5, two bands,
-dynamic A, T = 0.001, snapshot at t = 200) is run with ``--seeds`` independent seeds per scheme:
+For a few θ = (η, B) of the default prior, the default forward model (``presets.forward_model()``:
+64², h = 0.5, two bands, dynamic A, T = 0.001, snapshot at t = ``presets.T_FINAL`` = 200) is run
+with ``--seeds`` independent seeds per scheme:
 
-- the explicit Euler–Maruyama reference (dt = 0.08, ``TDGLConfig()``'s) and finer Euler runs
-  (dt = 0.04, 0.02), whose differences show the reference's own time-discretisation error;
-- SK-ROCK with s stages at a step close to (below) its stability bound (s = 2, dt = 0.3125 is the
-  package's default forward model), and at longer steps.
+- the explicit Euler–Maruyama reference (``presets.SCHEME_STEPS["euler"]``: dt = 0.08) and finer
+  Euler runs (dt / 2, dt / 4), whose differences show the reference's own time-discretisation error;
+- SK-ROCK with s stages at a step close to (below) its stability bound (the package's default
+  forward model, ``presets.SCHEME_STEPS["skrock"]``: s = 2, dt = 0.3125), and at longer steps.
 
 Per simulation it records statistics of the final state: free energy per unit area (as is, and
 after a T = 0 relaxation of t = 4 that removes the thermal fluctuations but not the vortices), mean
 :math:`|\psi_1|^2` and :math:`|\psi_2|^2`, their spatial standard deviations (a measure of the
 type-1.5 clustering), the number of vortex plaquettes per band (masked windings, 0.1·u) and of
 plaquettes where the bands' windings differ (fractional vortices). Each scheme's ensemble mean is
-compared with the Euler dt = 0.08 mean, ``z = Δmean / sqrt(se₁² + se₂²)``, and with the dt → 0
-limit estimated from the two Euler runs (weak order 1: ``2·mean(dt=0.04) − mean(dt=0.08)``).
-Agreement "within noise" means |z| of order 1; where Euler dt = 0.08 itself is off the limit by
+compared with the Euler reference's mean, ``z = Δmean / sqrt(se₁² + se₂²)``, and with the dt → 0
+limit estimated from two Euler runs (weak order 1: ``2·mean(dt/2) − mean(dt)``).
+Agreement "within noise" means |z| of order 1; where the Euler reference itself is off the limit by
 many standard errors (thermal fluctuations of the stiff lattice modes, which each scheme samples
 with its own O(dt) bias), the fair question is which scheme lies closer to the limit.
 
@@ -25,8 +26,9 @@ whose strong band still holds an antivortex, i.e. pairs formed by the quench and
 annihilated. It is the most sensitive of these checks: stable steps that are too long for the
 fast early dynamics (dt = 0.625, 1.0) leave 1.5-2x as many pairs as Euler; dt = 0.3125 does not.
 
-The same run times each scheme's forward model (batch ``--batch``, best of ``--repeats``, after
-one compile call) so the speed-up is a side-by-side ratio on this machine.
+The same run times each scheme's forward model (the jitted, vmapped
+:func:`glsbi_plugin.physics.forward`, as the sbi simulator runs it; batch ``--batch``, best of
+``--repeats``, after one compile call) so the speed-up is a side-by-side ratio on this machine.
 
 Run::
 
@@ -48,21 +50,29 @@ import jax.numpy as jnp
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
-from glsbi_plugin.simulators import (
+from glsbi_plugin.physics import (
     TDGLConfig,
     densities,
+    forward,
     free_energy,
     integrate,
     presets,
+    shard_batch,
     simulate_batch,
     stability_bounds,
     winding,
 )
-from glsbi_plugin.simulators._solver import skrock_stability
+from glsbi_plugin.physics._forward import broadcast_params
+from glsbi_plugin.physics._skrock import skrock_stability
 
 THETAS = ((0.0, 0.05), (0.15, 0.07), (0.3, 0.09))
-T_FINAL = 200.0
-RELAX_STEPS = 50
+T_FINAL = presets.T_FINAL  # the forward model's snapshot time
+#: The explicit reference and the forward model's scheme, both at their default step (presets).
+_, EULER_DT = presets.SCHEME_STEPS["euler"]
+SKROCK_STAGES, SKROCK_DT = presets.SCHEME_STEPS["skrock"]
+EULER_REF = f"euler dt={EULER_DT}"  # the reference of every z-score
+EULER_HALF = f"euler dt={EULER_DT / 2}"  # with EULER_REF: the weak-order-1 dt → 0 extrapolation
+RELAX_T = 4.0  # T = 0 relaxation before the "relaxed" energy, with Euler at its default step
 STATS = (
     "energy_density",
     "relaxed_energy_density",
@@ -77,24 +87,29 @@ STATS = (
 
 
 def schemes(quick: bool) -> dict[str, TDGLConfig]:
-    """The configurations compared: name → config with ``steps * dt = T_FINAL``."""
-    base = TDGLConfig(shape=(32, 32) if quick else (64, 64))
+    """The configurations compared: name → ``presets.forward_model`` with ``steps * dt = T_FINAL``.
+
+    Euler at its default step (the reference) and at 1/2 and 1/4 of it; SK-ROCK at the forward
+    model's (stages, dt), then with more stages and at 2x and 3.2x its step (the sweep)."""
+    size = 32 if quick else presets.forward_model().shape[0]
     t = 40.0 if quick else T_FINAL
 
-    def cfg(dt: float, **kw: Any) -> TDGLConfig:
-        steps = round(t / dt)
-        assert abs(steps * dt - t) < 1e-9, (dt, t)
-        return base.replace(dt=dt, steps=steps, **kw)
+    def cfg(scheme: str, stages: int, dt: float) -> tuple[str, TDGLConfig]:
+        c = presets.forward_model(size, t_final=t, scheme=scheme, stages=stages, dt=dt)  # type: ignore[arg-type]
+        assert abs(c.t_final - t) < 1e-9, (dt, t)
+        return (f"euler dt={dt}" if scheme == "euler" else f"skrock s={stages} dt={dt}"), c
 
-    return {
-        "euler dt=0.08": cfg(0.08),
-        "euler dt=0.04": cfg(0.04),
-        "euler dt=0.02": cfg(0.02),
-        "skrock s=2 dt=0.3125": cfg(0.3125, scheme="skrock", stages=2),
-        "skrock s=3 dt=0.3125": cfg(0.3125, scheme="skrock", stages=3),
-        "skrock s=3 dt=0.625": cfg(0.625, scheme="skrock", stages=3),
-        "skrock s=4 dt=1.0": cfg(1.0, scheme="skrock", stages=4),
-    }
+    return dict(
+        [
+            cfg("euler", 1, EULER_DT),
+            cfg("euler", 1, EULER_DT / 2),
+            cfg("euler", 1, EULER_DT / 4),
+            cfg("skrock", SKROCK_STAGES, SKROCK_DT),
+            cfg("skrock", 3, SKROCK_DT),
+            cfg("skrock", 3, 2 * SKROCK_DT),
+            cfg("skrock", 4, 1.0),
+        ]
+    )
 
 
 def transient_defects(cfg: TDGLConfig, eta: float, field: float, seeds: int, batch: int) -> dict[str, float]:
@@ -120,7 +135,8 @@ def statistics(cfg: TDGLConfig, eta: float, field: float, seeds: int, batch: int
     """Final-state statistics of ``seeds`` quenches at (η, B), one array of length ``seeds`` each."""
     p = presets.type15(eta=eta, field=field)
     area = cfg.shape[0] * cfg.shape[1] * cfg.h**2
-    relax = cfg.replace(scheme="euler", stages=1, dt=0.08, thermal=False)
+    relax = cfg.replace(scheme="euler", stages=1, dt=EULER_DT, thermal=False)
+    relax_steps = round(RELAX_T / EULER_DT)
 
     @jax.jit
     def stats(state: Any) -> dict[str, jax.Array]:
@@ -129,7 +145,7 @@ def statistics(cfg: TDGLConfig, eta: float, field: float, seeds: int, batch: int
             w = winding(s, p, cfg)
             # T = 0 relaxation for t = 4: removes the thermal fluctuations (whose stiff lattice
             # modes each scheme samples with its own discretisation bias) but not the vortices
-            relaxed, _ = integrate(s, p, jax.random.key(0), relax, RELAX_STEPS)
+            relaxed, _ = integrate(s, p, jax.random.key(0), relax, relax_steps)
             return {
                 "energy_density": free_energy(s, p, cfg) / area,
                 "relaxed_energy_density": free_energy(relaxed, p, cfg) / area,
@@ -163,16 +179,20 @@ def _z(diff: float, se: float) -> float:
 
 
 def time_forward(cfg: TDGLConfig, batch: int, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` wall time of one batch of the forward model at (η, B) = (0.15, 0.07)."""
-    p = presets.type15(eta=0.15, field=0.07)
+    """Best-of-``repeats`` wall time of one batch of the forward model at (η, B) = (0.15, 0.07):
+    :func:`~glsbi_plugin.physics.forward` jitted and vmapped over params and keys, the batch
+    sharded over the devices, as the sbi simulator runs it (``TDGLSimulator._run``)."""
+    p = broadcast_params(presets.type15(eta=0.15, field=0.07), batch)
     keys = jax.random.split(jax.random.key(0), batch)
+    p, keys = shard_batch(p, keys)
+    run = jax.jit(jax.vmap(lambda q, k: forward(q, k, cfg)))
     t0 = time.perf_counter()
-    jax.block_until_ready(simulate_batch(p, keys, cfg))
+    jax.block_until_ready(run(p, keys))
     first = time.perf_counter() - t0
     walls = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(simulate_batch(p, keys, cfg))
+        jax.block_until_ready(run(p, keys))
         walls.append(time.perf_counter() - t0)
     best = min(walls)
     return {
@@ -210,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     bounds = {}
     for eta, field in THETAS:
-        dt_psi, dt_a = stability_bounds(presets.type15(eta=eta, field=field), cfgs["euler dt=0.08"])
+        dt_psi, dt_a = stability_bounds(presets.type15(eta=eta, field=field), cfgs[EULER_REF])
         bounds[f"{eta}"] = min(dt_psi, dt_a)
     euler_bound = min(bounds.values())
 
@@ -220,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bound = euler_bound * (skrock_stability(cfg.stages) / 2 if cfg.scheme == "skrock" else 1.0)
         timing[name]["dt_over_bound"] = cfg.dt / bound
         print(f"  {name:24s} {timing[name]['sims_per_s']:8.2f} sims/s  (dt/bound {cfg.dt / bound:.2f})", flush=True)
-    ref_wall = timing["euler dt=0.08"]["wall_s"]
+    ref_wall = timing[EULER_REF]["wall_s"]
     for name in cfgs:
         timing[name]["speedup_vs_euler"] = ref_wall / timing[name]["wall_s"]
 
@@ -228,9 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for eta, field in THETAS:
         key = f"eta={eta} B={field}"
         per = {name: statistics(cfg, eta, field, args.seeds, args.batch) for name, cfg in cfgs.items()}
-        ref = per["euler dt=0.08"]
-        # Euler is weak order 1: 2·E[dt=0.04] - E[dt=0.08] estimates the dt → 0 limit
-        fine = per["euler dt=0.04"]
+        ref = per[EULER_REF]
+        # Euler is weak order 1: 2·E[dt/2] - E[dt] estimates the dt → 0 limit
+        fine = per[EULER_HALF]
         cont = {
             s: (2 * fine[s].mean() - ref[s].mean(), np.sqrt(4 * _se(fine[s]) ** 2 + _se(ref[s]) ** 2)) for s in STATS
         }
@@ -245,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "z": _z(a.mean() - b.mean(), np.hypot(_se(a), _se(b))),
                     "z_continuum": _z(a.mean() - cont[s][0], np.hypot(_se(a), cont[s][1])),
                 }
-        rows["continuum (2·euler 0.04 − euler 0.08)"] = {
+        rows[f"continuum (2·euler {EULER_DT / 2} − euler {EULER_DT})"] = {
             s: {"mean": float(cont[s][0]), "se": float(cont[s][1]), "z": float("nan"), "z_continuum": 0.0}
             for s in STATS
         }
@@ -274,8 +294,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "environment": env,
         "seeds": args.seeds,
         "batch": args.batch,
-        "t_final": cfgs["euler dt=0.08"].t_final,
-        "shape": list(cfgs["euler dt=0.08"].shape),
+        "t_final": cfgs[EULER_REF].t_final,
+        "shape": list(cfgs[EULER_REF].shape),
+        "reference": EULER_REF,
         "euler_bound_dt": euler_bound,
         "configs": {n: c.to_dict() for n, c in cfgs.items()},
         "timing": timing,
@@ -305,7 +326,8 @@ def markdown(out: dict[str, Any]) -> str:
         "",
         f"## Speed (same run, batch {out['batch']}, best of repeats)",
         "",
-        "| scheme | steps | force evals/step | dt / stability bound | wall s | sims/s | speed-up vs Euler dt=0.08 |",
+        "| scheme | steps | force evals/step | dt / stability bound | wall s | sims/s | speed-up vs "
+        f"{out.get('reference', EULER_REF)} |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, t in out["timing"].items():
@@ -315,7 +337,8 @@ def markdown(out: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "## Final-state statistics: mean ± s.e. (z vs Euler dt=0.08; z vs the dt → 0 extrapolation)",
+        f"## Final-state statistics: mean ± s.e. (z vs {out.get('reference', EULER_REF)}; "
+        "z vs the dt → 0 extrapolation)",
         "",
         "Statistics: free energy per unit area (as is; after a T = 0 relaxation of t = 4); mean and "
         "spatial std of ρ₁, ρ₂; vortex plaquettes per band "

@@ -3,19 +3,26 @@ r"""Throughput and memory of the JAX TDGL solver, side by side with the NumPy re
 
 Measured in one run (see ``benchmarks/README.md``):
 
-1. ``simulate_batch`` for the explicit-Euler model (64x64, float32, dynamic gauge, noise on, dt = 0.08) at
-   several batch sizes: compile time (first call minus steady state), steady-state wall time
-   (best of ``--repeats``, ``block_until_ready``), site-updates/s
-   (``nx*ny*components*steps*batch / wall``), simulations/s, and simulations/s scaled to the
-   forward model of 2000 Euler steps (t = 160); the same for the package's SK-ROCK forward model
-   (``DEFAULT_CONFIG``: SK-ROCK, 2 stages, dt = 0.3125), run for the same simulated time.
-2. The same with noise off (``thermal=False``) and with a frozen gauge; plus the seed's model
-   (frozen gauge, float64, no noise) at one batch size for a like-for-like comparison.
-3. The vectorised NumPy step (``NumpyTDGL.step``, float64, noise drawn by NumPy each step) on one
+1. The Euler kernel: ``simulate_batch`` for the explicit-Euler model (64x64, float32, dynamic
+   gauge, noise on, the step of ``presets.forward_model(scheme="euler")``) at several batch sizes:
+   compile time (first call minus steady state), steady-state wall time (best of ``--repeats``,
+   ``block_until_ready``), site-updates/s (``nx*ny*components*steps*batch / wall``: the per-step
+   kernel figure), simulations/s, and simulations/s of the forward model: scaled to its snapshot
+   time ``presets.forward_model().t_final`` (``presets.T_FINAL``). The same for the package's
+   forward model (``presets.forward_model()`` = ``DEFAULT_CONFIG``: SK-ROCK), timed through
+   :func:`glsbi_plugin.physics.forward` jitted and vmapped (as the sbi simulator runs it) over the
+   same simulated time as the Euler rows.
+2. The same kernel with noise off (``thermal=False``) and with a frozen gauge; plus the seed's
+   model (frozen gauge, float64, no noise) at one batch size for a like-for-like comparison.
+3. The forward model at full length (``presets.forward_model()``: ``cfg.steps`` steps to
+   ``cfg.t_final``) through the jitted, vmapped ``forward`` at one batch size: measured sims/s of
+   the forward model, nothing scaled.
+4. The vectorised NumPy step (``NumpyTDGL.step``, float64, noise drawn by NumPy each step) on one
    system, and the ratio JAX (batch 32) / NumPy in site-updates/s.
-4. Peak memory at batch 256, in a fresh subprocess: peak RSS increase of that process and XLA's
-   compiled memory analysis (argument/output/temp bytes, deterministic).
-5. The environment (versions, devices, CPU count, ``XLA_FLAGS``, load average).
+5. Peak memory of the forward model (jitted, vmapped ``forward``) at batch 256, in a fresh
+   subprocess: peak RSS increase of that process and XLA's compiled memory analysis
+   (argument/output/temp bytes, deterministic).
+6. The environment (versions, devices, CPU count, ``XLA_FLAGS``, load average).
 
 ``--profile`` adds a noise breakdown at one batch size: noise on vs off, a kernel that only draws
 the noise, and the PRNG implementations ``threefry2x32`` / ``rbg`` / ``unsafe_rbg``.
@@ -51,33 +58,33 @@ import jax.numpy as jnp
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
 
-from glsbi_plugin.simulators import State, TDGLConfig, presets, simulate_batch
-from glsbi_plugin.simulators._reference import NumpyTDGL
-
-try:  # counter-based noise of the solver (issue #5); absent in older versions of the package
-    from glsbi_plugin.simulators._solver import hash_uniform
-except ImportError:  # pragma: no cover
-    hash_uniform = None
+from glsbi_plugin.physics import Observation, State, TDGLConfig, forward, presets, shard_batch, simulate_batch
+from glsbi_plugin.physics._forward import broadcast_params
+from glsbi_plugin.physics._reference import NumpyTDGL
+from glsbi_plugin.physics._solver import hash_uniform
 
 # The only global state: 64-bit JAX, needed by the float64 (seed-model) case. Every float32
 # configuration stays float32 (the solver casts params and state to ``cfg.dtype``).
 jax.config.update("jax_enable_x64", True)
 
-FORWARD_STEPS = 2000  # Euler steps of the production forward model (sims/s are also quoted at this length)
-EULER_DT = 0.08  # the explicit scheme's step: FORWARD_STEPS * EULER_DT = 160 is the simulated time
+#: The production forward model (64², SK-ROCK, ``presets.T_FINAL``); ``--size`` changes its grid only.
+FORWARD_MODEL = presets.forward_model()
+#: Simulated time of one forward-model run: every "sims/s of the forward model" is scaled to it.
+T_FORWARD = FORWARD_MODEL.t_final
+#: What the forward model observes (the sbi simulator's default channels).
+OBSERVATION = Observation()
 CPU_BATCHES = (1, 8, 32, 128)
 GPU_BATCHES = (1, 32, 256, 1024, 4096)
 RATIO_BATCH = 32
 TARGET_SITE_UPDATES = 150e6  # site-updates/s at batch 32, noise on, CPU
 TARGET_NUMPY_RATIO = 30.0  # JAX (batch 32) / NumPy step
 TARGET_MEMORY_BYTES = 2e9  # batch 256 at 64^2 within 2 GB
-TARGET_GPU_SIMS = 3000.0  # sims/s of 64^2 x 2000 steps on a GPU
+TARGET_GPU_SIMS = 3000.0  # sims/s of the forward model (64², to t = T_FORWARD) on a GPU
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
-SKROCK_CASE = "skrock (DEFAULT_CONFIG)"
-# Noise generators the config offers (``TDGLConfig.noise``; older versions: threefry only).
-NOISE_KINDS: tuple[str, ...] = (
-    ("hash", "threefry") if "noise" in {f.name for f in dataclasses.fields(TDGLConfig)} else ("threefry",)
-)
+SKROCK_CASE = "skrock (DEFAULT_CONFIG)"  # the forward model's row of the sweep (the name the results use)
+#: JSON key of the throughput scaled to the forward model's simulated time (results written before
+#: this key carry ``sims_per_s_at_2000_steps`` instead: scaled to t = 160, 2000 Euler steps of 0.08).
+FORWARD_RATE_KEY = "sims_per_s_forward_model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Case:
     cfg: TDGLConfig
     batches: tuple[int, ...]
     note: str
+    forward: bool = False  # timed through the jitted, vmapped ``forward`` (else ``simulate_batch``)
 
 
 # --------------------------------------------------------------------------------------- timing
@@ -163,8 +171,8 @@ def _rates(cfg: TDGLConfig, steps: int, batch: int, wall: float) -> dict[str, fl
     return {
         "site_updates_per_s": site_updates(cfg, steps, batch) / wall,
         "sims_per_s": batch / wall,
-        # the forward model's physical time, FORWARD_STEPS Euler steps of dt = 0.08 (t = 160)
-        "sims_per_s_at_2000_steps": batch / (wall * FORWARD_STEPS * EULER_DT / (steps * cfg.dt)),
+        # sims/s of the forward model: this scheme and step run to the forward model's t_final
+        FORWARD_RATE_KEY: batch / (wall * T_FORWARD / (steps * cfg.dt)),
         "us_per_step_per_sim": 1e6 * wall / (steps * batch),
     }
 
@@ -180,25 +188,74 @@ def solver_runner(cfg: TDGLConfig, batch: int, prng_impl: str = "threefry2x32") 
     return run
 
 
-def time_jax(variants: dict[str, tuple[TDGLConfig, str]], batch: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """Compile and steady-state times of ``simulate_batch`` for ``{name: (cfg, prng_impl)}``, interleaved.
+@functools.cache
+def batched_forward(cfg: TDGLConfig, observation: Observation = OBSERVATION) -> Callable[..., jax.Array]:
+    """``jax.jit(jax.vmap(forward))`` over params and keys: the package's forward model as the sbi
+    simulator runs it (``TDGLSimulator._run``), one compilation per (config, batch)."""
+    return jax.jit(jax.vmap(lambda p, k: forward(p, k, cfg, observation)))
+
+
+def forward_inputs(batch: int, prng_impl: str = "threefry2x32") -> tuple[Any, jax.Array]:
+    """``(params, keys)`` of ``batch`` forward runs at ``presets.type15()``, sharded like the sbi simulator's."""
+    params = broadcast_params(presets.type15(), batch)
+    keys = jax.random.split(jax.random.key(0, impl=prng_impl), batch)
+    return shard_batch(params, keys)
+
+
+def forward_runner(cfg: TDGLConfig, batch: int, prng_impl: str = "threefry2x32") -> Callable[[], jax.Array]:
+    """A blocking call of the jitted, vmapped ``forward`` on ``batch`` runs of ``presets.type15()``."""
+    fn = batched_forward(cfg)
+    params, keys = forward_inputs(batch, prng_impl)
+
+    def run() -> jax.Array:
+        return jax.block_until_ready(fn(params, keys))
+
+    return run
+
+
+def time_jax(variants: dict[str, tuple[TDGLConfig, str, bool]], batch: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Compile and steady-state times for ``{name: (cfg, prng_impl, through_forward)}``, interleaved:
+    ``simulate_batch`` (the quench alone), or the jitted, vmapped ``forward`` when ``through_forward``.
 
     ``compile_s`` is the first call minus the best steady-state call (tracing, lowering and XLA
     compilation; noisy when a run is long); ``compile_jax_s`` is JAX's own measurement of the same."""
-    runners = {name: solver_runner(cfg, batch, impl) for name, (cfg, impl) in variants.items()}
+    runners = {
+        name: (forward_runner if fwd else solver_runner)(cfg, batch, impl)
+        for name, (cfg, impl, fwd) in variants.items()
+    }
     res = interleaved(runners, repeats)
-    for name, (cfg, impl) in variants.items():
+    for name, (cfg, impl, fwd) in variants.items():
         r = res[name]
         out = r.pop("_out")
+        arr = out if fwd else out.psi
         r.update(
             batch=batch,
             steps=cfg.steps,
             prng_impl=impl,
-            psi_dtype=str(out.psi.dtype),
-            finite=bool(np.isfinite(np.asarray(out.psi)).all()),
+            timed="forward" if fwd else "simulate_batch",
+            **({"image_dtype": str(arr.dtype)} if fwd else {"psi_dtype": str(arr.dtype)}),
+            finite=bool(np.isfinite(np.asarray(arr)).all()),
             **_rates(cfg, cfg.steps, batch, r["wall_s"]),
         )
     return res
+
+
+def time_forward_model(cfg: TDGLConfig, batch: int, repeats: int, prng_impl: str) -> dict[str, Any]:
+    """The forward model at full length (``cfg.steps`` steps to ``cfg.t_final``), jitted and vmapped
+    ``forward`` at ``batch``: measured sims/s of the forward model, nothing scaled."""
+    r = interleaved({"forward": forward_runner(cfg, batch, prng_impl)}, repeats)["forward"]
+    out = r.pop("_out")
+    r.update(
+        batch=batch,
+        steps=cfg.steps,
+        t_final=cfg.t_final,
+        cfg=cfg.to_dict(),
+        prng_impl=prng_impl,
+        image_shape=list(out.shape[1:]),
+        finite=bool(np.isfinite(np.asarray(out)).all()),
+        **_rates(cfg, cfg.steps, batch, r["wall_s"]),
+    )
+    return r
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "steps", "kind"))
@@ -296,7 +353,8 @@ def _max_rss_bytes() -> int:
 
 
 def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Compile and run one configuration in this (fresh) process; report RSS and XLA memory.
+    """Compile and run the jitted, vmapped ``forward`` of one configuration in this (fresh) process;
+    report RSS and XLA memory.
 
     Run by :func:`measure_memory` as ``solver_throughput.py --memory-child SPEC`` so that the peaks
     of different configurations do not mix."""
@@ -304,11 +362,9 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     batch = int(spec["batch"])
     jax.devices()  # initialise the backend before the baseline
     rss_base = _rss_bytes()
-    params = presets.type15()
-    keys = jax.random.split(jax.random.key(0), batch)
-    jitted = jax.jit(simulate_batch, static_argnames=("cfg",))
+    params, keys = forward_inputs(batch)
     t0 = time.perf_counter()
-    compiled = jitted.lower(params, keys, cfg=cfg).compile()
+    compiled = batched_forward(cfg).lower(params, keys).compile()
     compile_s = time.perf_counter() - t0
     peak_compile = _max_rss_bytes()
     t0 = time.perf_counter()
@@ -336,6 +392,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         "batch": batch,
         "steps": cfg.steps,
         "cfg": spec["cfg"],
+        "timed": "forward",
         "compile_s": compile_s,
         "run_s": run_s,
         "rss_baseline_bytes": rss_base,
@@ -435,21 +492,26 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         targets.append({"target": "batch 256 within 2 GB", "measured": None, "ok": None})
+    t_fwd = results["forward_model"]["t_final"]
     sk = _jax_row(results, SKROCK_CASE, RATIO_BATCH)
     if ref and sk:
         targets.append(
             {
-                "target": f"(no target) forward model t = {FORWARD_STEPS * EULER_DT:g}, batch {RATIO_BATCH}: "
-                "SK-ROCK (the default forward model) vs Euler sims/s",
-                "measured": f"{sk['sims_per_s_at_2000_steps']:.2f} vs {ref['sims_per_s_at_2000_steps']:.2f} sims/s "
-                f"({sk['sims_per_s_at_2000_steps'] / ref['sims_per_s_at_2000_steps']:.2f}x)",
+                "target": f"(no target) sims/s of the forward model (t = {t_fwd:g}), batch {RATIO_BATCH}: "
+                "SK-ROCK (the default forward model) vs Euler",
+                "measured": f"{sk[FORWARD_RATE_KEY]:.2f} vs {ref[FORWARD_RATE_KEY]:.2f} sims/s "
+                f"({sk[FORWARD_RATE_KEY] / ref[FORWARD_RATE_KEY]:.2f}x)",
                 "ok": None,
             }
         )
-    best = max((r["sims_per_s_at_2000_steps"] for r in results["jax"].get("dynamic", [])), default=None)
+    full = results.get("forward")
+    rates = [r[FORWARD_RATE_KEY] for r in results["jax"].get(SKROCK_CASE, [])]
+    rates += [full["sims_per_s"]] if full else []
+    best = max(rates, default=None)
     targets.append(
         {
-            "target": f"GPU >= {TARGET_GPU_SIMS:.0f} sims/s for 64^2 x {FORWARD_STEPS} steps (best batch)",
+            "target": f"GPU >= {TARGET_GPU_SIMS:.0f} sims/s of the forward model "
+            f"({'x'.join(map(str, results['forward_model']['shape']))}, t = {t_fwd:g}; best batch)",
             "measured": None if best is None else f"{best:.1f} sims/s on {results['env']['backend']}",
             "ok": (best >= TARGET_GPU_SIMS) if (gpu and best is not None) else None,
         }
@@ -462,6 +524,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     env = results["env"]
     s = results["settings"]
     cfg0 = results["cases"][0]["cfg"]
+    fwd = results["forward_model"]
+    t_fwd = fwd["t_final"]
     out = [
         "# Solver throughput",
         "",
@@ -478,14 +542,18 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"best of {s['repeats']} (after one compile call; configs of one batch "
         "size interleaved round-robin); compile s = first call minus best, compile s (jax) = trace + lower + XLA "
         "compile from `jax.monitoring`; "
-        f"site-updates = nx·ny·components·steps·batch (SK-ROCK: times its stages, i.e. force evaluations); "
-        f"sims/s@2000 = sims/s scaled to the forward model of {FORWARD_STEPS} Euler steps of dt = {EULER_DT} "
-        f"(t = {FORWARD_STEPS * EULER_DT:g}; SK-ROCK covers that time in fewer, longer steps)",
+        f"site-updates = nx·ny·components·steps·batch (SK-ROCK: times its stages, i.e. force evaluations; "
+        "the per-step kernel figure); "
+        f"sims/s fwd = sims/s of the forward model, i.e. scaled to its snapshot time t = {t_fwd:g} "
+        f"(`presets.forward_model().t_final`) with the row's scheme and step "
+        f"(the forward model, {fwd['scheme']} s = {fwd['stages']} at dt = {fwd['dt']}, covers it in {fwd['steps']} "
+        "steps); the forward model's rows are timed through the jitted, vmapped `glsbi_plugin.physics.forward`, "
+        "the others through `simulate_batch`",
         "",
-        "## JAX `simulate_batch`",
+        "## JAX kernels (`simulate_batch`) and the forward model (`forward`)",
         "",
         "| config | batch | steps | compile s | compile s (jax) | wall s (best) | wall s (median) | M site-upd/s |"
-        " sims/s | sims/s@2000 | µs/step/sim |",
+        f" sims/s | sims/s fwd (t = {t_fwd:g}) | µs/step/sim |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in results["cases"]:
@@ -495,7 +563,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"| {case['name']}{flag} | {r['batch']} | {r['steps']} | {r['compile_s']:.2f} | "
                 f"{r['compile_jax_s']:.2f} | {r['wall_s']:.3f} | "
                 f"{r['wall_median_s']:.3f} | {r['site_updates_per_s'] / 1e6:.1f} | {_fmt(r['sims_per_s'])} | "
-                f"{_fmt(r['sims_per_s_at_2000_steps'])} | {r['us_per_step_per_sim']:.1f} |"
+                f"{_fmt(r[FORWARD_RATE_KEY])} | {r['us_per_step_per_sim']:.1f} |"
             )
     out += ["", "Configs:", ""]
     out += [f"- **{c['name']}**: {c['note']}" for c in results["cases"]]
@@ -511,6 +579,22 @@ def to_markdown(results: dict[str, Any]) -> str:
         out += [
             "Share attributable to the dynamic gauge field, `1 - wall(frozen) / wall(dynamic)` (both noise on): "
             + ", ".join(f"batch {b}: {f:.0%}" for b, f in gauge.items()),
+        ]
+    full = results.get("forward")
+    if full:
+        out += [
+            "",
+            f"## The forward model at full length (`presets.forward_model({s['size']})`, jitted, vmapped `forward`)",
+            "",
+            "| batch | steps | t | compile s | compile s (jax) | wall s (best) | wall s (median) | sims/s | "
+            "M site-upd/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {full['batch']} | {full['steps']} | {full['t_final']:g} | {full['compile_s']:.2f} | "
+            f"{full['compile_jax_s']:.2f} | {full['wall_s']:.3f} | {full['wall_median_s']:.3f} | "
+            f"{_fmt(full['sims_per_s'])} | {full['site_updates_per_s'] / 1e6:.1f} |",
+            "",
+            f"Measured end to end ({full['cfg']['scheme']}, s = {full['cfg']['stages']}, dt = {full['cfg']['dt']}, "
+            f"images {tuple(full['image_shape'])}{'' if full['finite'] else ', non-finite!'}): no scaling.",
         ]
     if results.get("numpy"):
         out += [
@@ -529,7 +613,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             )
     mem = results.get("memory")
     if mem:
-        out += ["", f"## Memory at batch {mem['batch']} (fresh subprocess, default config)", ""]
+        out += ["", f"## Memory at batch {mem['batch']} (fresh subprocess, the forward model through `forward`)", ""]
         if "error" in mem:
             out.append(f"failed: {mem['error']}")
         else:
@@ -555,7 +639,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         b = prof["batch"]
         out += [
             "",
-            f"## Profile (batch {b}, {prof['steps']} steps, default config)",
+            f"## Profile (batch {b}, {prof['steps']} steps, the Euler kernel config `dynamic`)",
             "",
             "| measurement (interleaved, best of repeats) | wall s | relative to full step |",
             "|---|---:|---:|",
@@ -588,15 +672,17 @@ def _noise_name(cfg: TDGLConfig) -> str:
 
 
 def build_cases(size: int, steps: int, batches: Sequence[int], like_batch: int) -> list[Case]:
-    """The configurations of the sweep (all 2-component, periodic, default h and dt of ``TDGLConfig``)."""
-    base = TDGLConfig(shape=(size, size), steps=steps)
+    """The configurations of the sweep (all 2-component, periodic, h and each scheme's step from
+    :func:`presets.forward_model <glsbi_plugin.physics.presets.forward_model>`)."""
+    base = presets.forward_model(size, steps=steps, scheme="euler")
     default_noise = _noise_name(base)
     cases = [
         Case(
             "dynamic",
             base,
             tuple(batches),
-            f"explicit Euler, dt = 0.08 (`TDGLConfig()`): float32, dynamic gauge, noise on (`noise={default_noise!r}`)",
+            f"explicit Euler, dt = {base.dt} (`presets.forward_model(scheme='euler')`): float32, dynamic gauge, "
+            f"noise on (`noise={default_noise!r}`); the kernel rows",
         ),
     ]
     if default_noise != "threefry":
@@ -609,18 +695,19 @@ def build_cases(size: int, steps: int, batches: Sequence[int], like_batch: int) 
                 "(the solver before the counter-based noise)",
             )
         )
-    if "scheme" in {f.name for f in dataclasses.fields(TDGLConfig)}:
-        from glsbi_plugin import DEFAULT_CONFIG as d
-
-        cases.append(
-            Case(
-                SKROCK_CASE,
-                base.replace(scheme=d.scheme, stages=d.stages, dt=d.dt),
-                tuple(batches),
-                f"the package's default forward model (`glsbi_plugin.DEFAULT_CONFIG`): SK-ROCK, {d.stages} stages, "
-                f"dt = {d.dt}, noise on; steps cover the same simulated time as the Euler rows",
-            )
+    d = presets.forward_model(size, steps=steps)
+    cases.append(
+        Case(
+            SKROCK_CASE,
+            d,
+            tuple(batches),
+            f"the package's forward model (`presets.forward_model()` = `glsbi_plugin.DEFAULT_CONFIG`): "
+            f"{d.scheme}, {d.stages} stages, dt = {d.dt}, noise on, timed through the jitted, vmapped "
+            "`glsbi_plugin.physics.forward` (images of the default channels); steps cover the same simulated time "
+            "as the Euler rows",
+            forward=True,
         )
+    )
     return cases + [
         Case("dynamic, no noise", base.replace(thermal=False), tuple(batches), "float32, dynamic gauge, thermal=False"),
         Case(
@@ -701,7 +788,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: batches 1 8, 20 steps, memory at batch 32")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: batches 1 8, 20 steps, forward model at batch 8, memory at batch 32",
+    )
     p.add_argument("--batches", type=int, nargs="+", help=f"batch sizes (default {CPU_BATCHES}; GPU {GPU_BATCHES})")
     p.add_argument("--steps", type=int, help="Euler steps per measurement (default 200; 20 with --quick)")
     p.add_argument(
@@ -710,7 +801,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cap batch*steps of one timed call (fewer steps at large batch; default 12800 on CPU, 0 = no cap on GPU)",
     )
     p.add_argument("--repeats", type=int, default=3, help="steady-state repeats, best is reported (default 3)")
-    p.add_argument("--size", type=int, default=64, help="grid side (default 64)")
+    p.add_argument(
+        "--size", type=int, default=FORWARD_MODEL.shape[0], help="grid side (default: the forward model's, 64)"
+    )
     p.add_argument("--numpy-steps", type=int, help="steps of the NumPy reference run (default: --steps)")
     p.add_argument("--memory-batch", type=int, help="batch of the memory measurement (default 256; 32 with --quick)")
     p.add_argument(
@@ -718,6 +811,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
     p.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference")
+    p.add_argument(
+        "--forward-batch",
+        type=int,
+        help=f"batch of the full-length forward-model run (default {RATIO_BATCH}; 8 with --quick)",
+    )
+    p.add_argument("--no-forward", action="store_true", help="skip the full-length forward-model run")
     p.add_argument("--profile", action="store_true", help="noise share of the step time and PRNG implementations")
     p.add_argument("--prng-impl", default=PRNG_IMPLS[0], choices=PRNG_IMPLS, help="PRNG of the keys (sweep)")
     p.add_argument("--profile-batch", type=int, help=f"batch of --profile (default {RATIO_BATCH}; 8 with --quick)")
@@ -737,6 +836,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.memory_batch = 32 if args.quick else 256
     if args.profile_batch is None:
         args.profile_batch = 8 if args.quick else RATIO_BATCH
+    if args.forward_batch is None:
+        args.forward_batch = 8 if args.quick else RATIO_BATCH
     if args.repeats < 1 or args.steps < 1 or min(args.batches) < 1:
         p.error("--repeats, --steps and --batches must be >= 1")
     return args
@@ -752,17 +853,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log(f"backend {env['backend']}, devices {env['devices']}, XLA_FLAGS={env['XLA_FLAGS']!r}")
     like_batch = RATIO_BATCH if RATIO_BATCH in args.batches or not args.quick else max(args.batches)
     cases = build_cases(args.size, args.steps, args.batches, like_batch)
+    fwd_cfg = presets.forward_model(args.size)  # the production forward model on this grid
     results: dict[str, Any] = {
         "env": env,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "memory_child"},
-        "cases": [{"name": c.name, "note": c.note, "cfg": c.cfg.to_dict()} for c in cases],
+        "forward_model": {**fwd_cfg.to_dict(), "t_final": fwd_cfg.t_final},
+        "cases": [
+            {
+                "name": c.name,
+                "note": c.note,
+                "cfg": c.cfg.to_dict(),
+                "timed": "forward" if c.forward else "simulate_batch",
+            }
+            for c in cases
+        ],
         "jax": {},
     }
     for b in sorted({b for c in cases for b in c.batches}):
         steps_b = steps_for_batch(args.steps, b, args.max_sim_steps)
         # every case simulates the same time: steps_b Euler steps of the base dt
         variants = {
-            c.name: (c.cfg.replace(steps=max(1, round(steps_b * cases[0].cfg.dt / c.cfg.dt))), args.prng_impl)
+            c.name: (
+                c.cfg.replace(steps=max(1, round(steps_b * cases[0].cfg.dt / c.cfg.dt))),
+                args.prng_impl,
+                c.forward,
+            )
             for c in cases
             if b in c.batches
         }
@@ -771,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(
                 f"{name:>20} batch {b:>5}: compile {r['compile_s']:.2f} s (jax {r['compile_jax_s']:.2f} s), "
                 f"wall {r['wall_s']:.3f} s, {r['site_updates_per_s'] / 1e6:.1f} M site-upd/s, "
-                f"{r['sims_per_s_at_2000_steps']:.2f} sims/s@2000"
+                f"{r[FORWARD_RATE_KEY]:.2f} sims/s of the forward model (t = {T_FORWARD:g})"
             )
     walls = {c: {r["batch"]: r["wall_s"] for r in rows} for c, rows in results["jax"].items()}
     results["noise_fraction_by_batch"] = {
@@ -799,9 +914,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"numpy {name}: {r['site_updates_per_s'] / 1e6:.2f} M site-upd/s, "
                 f"{1e3 * r['wall_s'] / r['steps']:.2f} ms/step"
             )
+    if not args.no_forward:
+        _log(f"forward model: {fwd_cfg.steps} steps to t = {fwd_cfg.t_final:g}, batch {args.forward_batch}")
+        r = results["forward"] = time_forward_model(fwd_cfg, args.forward_batch, args.repeats, args.prng_impl)
+        _log(
+            f"forward model batch {r['batch']}: compile {r['compile_s']:.2f} s, wall {r['wall_s']:.3f} s, "
+            f"{r['sims_per_s']:.2f} sims/s"
+        )
     if not args.no_memory:
-        mem_cfg = cases[0].cfg.replace(steps=args.memory_steps)
-        _log(f"memory: batch {args.memory_batch} in a subprocess")
+        mem_cfg = fwd_cfg.replace(steps=args.memory_steps)
+        _log(f"memory: forward model at batch {args.memory_batch} in a subprocess")
         results["memory"] = measure_memory(mem_cfg, args.memory_batch)
     if args.profile:
         results["profile"] = run_profile(cases[0].cfg, args.profile_batch, args.repeats)
