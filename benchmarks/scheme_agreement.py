@@ -135,8 +135,8 @@ def statistics(cfg: TDGLConfig, eta: float, field: float, seeds: int, batch: int
     """Final-state statistics of ``seeds`` quenches at (η, B), one array of length ``seeds`` each."""
     p = presets.type15(eta=eta, field=field)
     area = cfg.shape[0] * cfg.shape[1] * cfg.h**2
-    relax = cfg.replace(scheme="euler", stages=1, dt=EULER_DT, thermal=False)
-    relax_steps = round(RELAX_T / EULER_DT)
+    relax = presets.run_to(cfg.replace(scheme="euler", stages=1, dt=EULER_DT, thermal=False), RELAX_T)
+    relax_steps = relax.steps
 
     @jax.jit
     def stats(state: Any) -> dict[str, jax.Array]:
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         key = f"eta={eta} B={field}"
         transient[key] = {
             name: transient_defects(
-                cfg.replace(shape=early_shape, steps=round(t_early / cfg.dt)), eta, field, early_seeds, args.batch
+                presets.run_to(cfg.replace(shape=early_shape), t_early), eta, field, early_seeds, args.batch
             )
             for name, cfg in cfgs.items()
         }

@@ -874,7 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # every case simulates the same time: steps_b Euler steps of the base dt
         variants = {
             c.name: (
-                c.cfg.replace(steps=max(1, round(steps_b * cases[0].cfg.dt / c.cfg.dt))),
+                presets.run_to(c.cfg, steps_b * cases[0].cfg.dt),
                 args.prng_impl,
                 c.forward,
             )

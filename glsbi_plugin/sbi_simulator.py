@@ -42,12 +42,18 @@ from ._validation import check_theta
 from .bridge import to_torch
 from .physics import (
     PARAM_NAMES,
+    SQUID,
+    STM,
+    AnyObservation,
+    Decoration,
     Measurement,
     Observation,
     TDGLConfig,
     TDGLParams,
     check_params,
     forward,
+    make_observation,
+    observation_from_dict,
     presets,
     shard_batch,
 )
@@ -68,6 +74,16 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 #: The default forward model's numerics, :func:`glsbi_plugin.physics.presets.forward_model`: a 64²
 #: torus, t = 200 after a field-cooled quench, SK-ROCK with 2 stages at dt = 0.3125 (640 steps).
 DEFAULT_CONFIG = presets.forward_model()
+
+
+def _derive_runner(cfg: TDGLConfig, names: tuple[str, ...], base: TDGLParams, channels: tuple[str, ...], observation):  # noqa: ANN001, ANN202, E501
+    """The jitted, vmapped instrument on stored fields (one compiled program per observation)."""
+    def one(theta: jax.Array, seed: jax.Array, x: jax.Array) -> jax.Array:
+        p = base.replace(**{name: theta[i] for i, name in enumerate(names)})
+        _, k_meas = jax.random.split(jax.random.key(seed))  # forward's measurement stream
+        return observation.measure(dict(zip(channels, x, strict=True)), p, cfg, k_meas)
+
+    return jax.jit(jax.vmap(one))
 
 
 def make_prior(
@@ -120,10 +136,15 @@ class TDGLSimulator:
         base: Parameters not inferred (:class:`TDGLParams`, unbatched).
         names: Parameter names of θ's columns, e.g. ``("eta", "field")``.
         low, high: Bounds of θ (the prior's support); θ outside is refused.
-        channels: Observed channels (see :func:`glsbi_plugin.physics.observe`).
-        measurement: Optional instrument model (blur, down-sampling, noise).
+        channels: Observed channels of the ideal observation (see :func:`glsbi_plugin.physics.observe`);
+            with an instrument, its channel names.
+        measurement: Optional simple measurement model of the ideal observation (blur, down-sampling,
+            noise).
         batch_size: Simulations per vmapped JAX call. Smaller requests and the last batch are
             padded to a power of two (at most ``log2(batch_size) + 1`` compiled programs).
+        instrument: ``None`` for the ideal observation of ``channels`` (and ``measurement``), or an
+            instrument of the physics package (:class:`~glsbi_plugin.physics.STM`,
+            :class:`~glsbi_plugin.physics.SQUID`, :class:`~glsbi_plugin.physics.Decoration`).
     """
 
     config: TDGLConfig
@@ -134,8 +155,16 @@ class TDGLSimulator:
     channels: tuple[str, ...] = ("rho1", "rho2")
     measurement: Measurement | None = None
     batch_size: int = 32
+    instrument: STM | SQUID | Decoration | None = None
 
     def __post_init__(self) -> None:
+        if self.instrument is not None:
+            if not isinstance(self.instrument, (STM, SQUID, Decoration)):
+                kind = type(self.instrument).__name__
+                raise ValueError(f"instrument must be an STM, SQUID or Decoration, got {kind}")
+            if self.measurement is not None:
+                raise ValueError("measurement applies to the ideal observation; an instrument models its own")
+            object.__setattr__(self, "channels", self.instrument.channel_names)
         _check_names(self.names)
         if len(self.low) != len(self.names) or len(self.high) != len(self.names):
             raise ValueError(f"low/high need {len(self.names)} entries, one per name in {self.names}")
@@ -152,8 +181,10 @@ class TDGLSimulator:
         return len(self.names)
 
     @property
-    def observation(self) -> Observation:
-        """What the simulator observes (channels and instrument), as the physics package's :class:`Observation`."""
+    def observation(self) -> AnyObservation:
+        """What the simulator observes: its instrument, or the ideal :class:`Observation` of its channels."""
+        if self.instrument is not None:
+            return self.instrument
         return Observation(channels=self.channels, measurement=self.measurement)
 
     @property
@@ -250,8 +281,52 @@ class TDGLSimulator:
         low, high = torch.tensor(self.low), torch.tensor(self.high)
         return check_theta(theta, low, high, names=self.names).cpu()
 
+    def derive(
+        self, observation: AnyObservation, theta: Tensor, seeds: Sequence[int] | np.ndarray, x: Tensor
+    ) -> Tensor:
+        """Images of ``observation`` from this simulator's images ``x`` of ``(theta, seeds)``.
+
+        Simulation is the cost, the instrument is cheap: a simulator whose ideal channels hold the
+        physical fields an instrument reads (e.g. ``channels=physics.FIELDS``) serves every
+        observation model from one bank. The instrument runs with the measurement key of each
+        row's seed, so the result equals what ``make_simulator(..., observation=observation)``
+        returns for the same θ and seeds (to float rounding).
+
+        Raises:
+            ValueError: this simulator has an instrument or a measurement (its images are not the
+                fields), or its channels lack a field ``observation`` reads.
+        """
+        if self.instrument is not None or self.measurement is not None:
+            raise ValueError("derive needs a simulator of the ideal fields, without instrument or measurement")
+        missing = [f for f in observation.needs if f not in self.channels]
+        if missing:
+            raise ValueError(f"{observation.name} reads {missing}; this simulator's channels are {self.channels}")
+        observation.check(self.config)
+        theta_t = self.check_theta(theta)
+        seeds = np.asarray(seeds, dtype=np.int64)
+        if seeds.shape != (theta_t.shape[0],) or tuple(x.shape) != (theta_t.shape[0], *self.x_shape):
+            raise ValueError(
+                f"theta {tuple(theta_t.shape)}, seeds {seeds.shape} and x {tuple(x.shape)} must have one row each "
+                f"(x rows of shape {self.x_shape})"
+            )
+        if theta_t.shape[0] == 0:
+            return torch.empty((0, *observation.x_shape(self.config)), dtype=torch.float32)
+        if observation not in self._derive_runners:
+            self._derive_runners[observation] = _derive_runner(
+                self.config, self.names, self.base, self.channels, observation
+            )
+        run = self._derive_runners[observation]
+        out = run(jnp.asarray(theta_t.numpy()), jnp.asarray(seeds, dtype=jnp.uint32), jnp.asarray(x.numpy()))
+        return to_torch(out).cpu()
+
+    @functools.cached_property
+    def _derive_runners(self) -> dict:
+        return {}
+
     def describe(self) -> dict[str, object]:
-        """JSON-ready description (config, base parameters, names, bounds, channels)."""
+        """JSON-ready description (config, base parameters, names, bounds, channels; the instrument's
+        settings under ``"observation"`` when there is one: ideal descriptions are unchanged, so banks
+        of the ideal observation keep their config hash)."""
         return {
             "config": self.config.to_dict(),
             "base": self.base.to_dict(),
@@ -260,12 +335,14 @@ class TDGLSimulator:
             "high": list(self.high),
             "channels": list(self.channels),
             "measurement": dataclasses.asdict(self.measurement) if self.measurement else None,
+            **({"observation": self.instrument.to_dict()} if self.instrument is not None else {}),
         }
 
     @classmethod
     def from_description(cls, d: Mapping[str, object], batch_size: int = 32) -> TDGLSimulator:
         """Rebuild a simulator from :meth:`describe`'s output."""
         meas = d.get("measurement")
+        inst = d.get("observation")
         return cls(
             config=TDGLConfig.from_dict(d["config"]),  # type: ignore[arg-type]
             base=TDGLParams.from_dict(d["base"]),  # type: ignore[arg-type]
@@ -275,6 +352,7 @@ class TDGLSimulator:
             channels=tuple(d["channels"]),  # type: ignore[arg-type]
             measurement=Measurement(**meas) if meas else None,  # type: ignore[arg-type]
             batch_size=batch_size,
+            instrument=observation_from_dict(inst) if inst else None,  # type: ignore[arg-type]
         )
 
 
@@ -287,6 +365,7 @@ def make_simulator(
     channels: Sequence[str] = ("rho1", "rho2"),
     measurement: Measurement | None = None,
     batch_size: int = 32,
+    observation: str | AnyObservation | None = None,
 ) -> TDGLSimulator:
     """Build a :class:`TDGLSimulator`; its prior is ``simulator.prior()`` (= ``make_prior(names, bounds)``).
 
@@ -296,8 +375,11 @@ def make_simulator(
             SK-ROCK s = 2, dt = 0.3125, 640 steps: t = 200).
         base: Fixed parameters; default ``presets.type15()``.
         bounds: Prior ranges per name; default :data:`DEFAULT_BOUNDS`.
-        channels: Observed channels.
-        measurement: Optional :class:`Measurement`.
+        channels: Observed channels of the ideal observation.
+        measurement: Optional :class:`Measurement` of the ideal observation.
+        observation: What is observed instead of ``channels``: ``"ideal"``, ``"stm"``, ``"squid"``,
+            ``"decoration"`` (default settings; :func:`~glsbi_plugin.physics.make_observation`) or an
+            observation object (``Observation``, ``STM(...)``, ``SQUID(...)``, ``Decoration(...)``).
         batch_size: Simulations per JAX call.
 
     Example:
@@ -310,6 +392,16 @@ def make_simulator(
     """
     names = _check_names(names)
     lows, highs = zip(*(_bounds_for(n, bounds) for n in names), strict=True)
+    obs = make_observation(observation) if isinstance(observation, str) else observation
+    instrument = None
+    if isinstance(obs, Observation):
+        if tuple(channels) != ("rho1", "rho2") or measurement is not None:
+            raise ValueError("give channels/measurement or an ideal observation, not both")
+        channels, measurement = obs.channels, obs.measurement
+    elif obs is not None:
+        if tuple(channels) != ("rho1", "rho2") or measurement is not None:
+            raise ValueError(f"channels/measurement apply to the ideal observation, not to {obs.name!r}")
+        instrument = obs
     return TDGLSimulator(
         config=config or DEFAULT_CONFIG,
         base=base if base is not None else presets.type15(),
@@ -318,5 +410,6 @@ def make_simulator(
         high=highs,
         channels=tuple(channels),
         measurement=measurement,
+        instrument=instrument,
         batch_size=batch_size,
     )

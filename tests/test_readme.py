@@ -19,7 +19,8 @@ def _block(first_import: str) -> str:
 
 
 def test_every_block_is_covered() -> None:
-    covered = {"simulate_for_sbi", '("eta", "field", "nu")', "presets.forward_model()", "calibration_report"}
+    covered = {"simulate_for_sbi", '("eta", "field", "nu")', "presets.forward_model()", "calibration_report",
+               "Decoration(jitter=0.2"}
     assert len(BLOCKS) == len(covered)
     for key in covered:
         _block(key)
@@ -48,6 +49,13 @@ def test_other_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_solver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ns = _run(_block("presets.forward_model()"), tmp_path, monkeypatch)
     assert ns["x"].shape == (3, 64, 64) and ns["state"].psi.shape == (2, 32, 32)
+
+
+def test_instruments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = _run(_block("Decoration(jitter=0.2"), tmp_path, monkeypatch)
+    x = ns["x"]
+    assert x.shape == (4, 1, 32, 32)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x[0].std(unbiased=False)) - 1) < 1e-3  # standardised maps
 
 
 def test_calibration_after_make_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001

@@ -85,7 +85,60 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "(euler: 0.101 at eta=0.3 for h=0.5; SK-ROCK with s stages: about 0.97 s^2 times that) "
                         "is refused with the bound")
     g.add_argument("--channels", nargs="+", default=["rho1", "rho2"], metavar="CH",
-                   help="observed channels: rho1 rho2 bz winding1 winding2 (default rho1 rho2)")
+                   help="channels of the ideal observation: rho1 rho2 bz winding1 winding2 (default rho1 rho2)")
+    g.add_argument("--observation", choices=("ideal", "stm", "squid", "decoration"), default="ideal",
+                   help="what is observed: the ideal channels, or an instrument (STM conductance maps, scanning-SQUID "
+                        "B_z at a height, Bitter decoration); default ideal")
+    g.add_argument("--instrument", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="instrument settings, e.g. bands=2 blur=1.0 snr=10 pixels=32 field_of_view=16 (stm), height=1 "
+                        "loop=0.5 (squid), jitter=0.2 blob=1 (decoration); LOW:HIGH makes a setting a nuisance "
+                        "parameter drawn uniformly per simulation")
+
+
+def _observation(args: argparse.Namespace):  # noqa: ANN202 - an observation of glsbi_plugin.physics
+    """The observation of ``--observation``/``--instrument``/``--channels``."""
+    from ..physics import Observation, make_observation
+
+    if args.observation == "ideal":
+        if args.instrument:
+            raise UsageError("--instrument settings need --observation stm, squid or decoration")
+        return Observation(channels=tuple(args.channels))
+    if args.channels != ["rho1", "rho2"]:
+        raise UsageError(f"--channels selects channels of the ideal observation, not of {args.observation}")
+    settings = {}
+    for item in args.instrument:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--instrument {item!r}: expected KEY=VALUE, e.g. snr=10, or snr=5:20 for a range")
+        settings[key] = _setting(text)
+    try:
+        return make_observation(args.observation, **settings)
+    except ValueError as e:  # an unknown or bad setting
+        raise UsageError(f"--instrument: {e}") from None
+
+
+def _setting(text: str) -> object:
+    """``5:20`` → Range(5, 20); ``1,2`` → (1, 2); ``true``/``false``; an int; a float (``inf`` too)."""
+    from ..physics import Range
+
+    if ":" in text:
+        lo, _, hi = text.partition(":")
+        return Range(_number(lo), _number(hi))
+    if "," in text:
+        return tuple(int(_number(t)) for t in text.split(","))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return _number(text)
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"--instrument: {text!r} is not a number") from None
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202 - TDGLConfig, imported lazily
@@ -115,10 +168,10 @@ def _run_simulate(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
-    from ..physics import Observation, check_params, forward_in_segments, presets, vortex_positions
+    from ..physics import check_params, forward_in_segments, presets, vortex_positions
 
     cfg = _config(args)
-    observation = Observation(channels=tuple(args.channels))
+    observation = _observation(args)
     observation.check(cfg)
     params = presets.type15(eta=args.eta, field=args.field)
     check_params(params, cfg)
@@ -132,8 +185,12 @@ def _run_simulate(args: argparse.Namespace) -> int:
     vortices = [vortex_positions(state, params, cfg, component=a) for a in range(cfg.components)]
     h = cfg.h  # site i sits at i*h, plaquette centres (vortices) at (i + 1/2) h
     extent = (-h / 2, cfg.shape[0] * h - h / 2, -h / 2, cfg.shape[1] * h - h / 2)
-    fig, axes = plt.subplots(1, len(args.channels), figsize=(4 * len(args.channels), 4), squeeze=False)
-    for ax, ch, img in zip(axes[0], args.channels, image, strict=True):
+    fov = getattr(observation, "field_of_view", None)
+    if fov is not None:  # an instrument's window of the sample
+        extent = (-h / 2, fov - h / 2, -h / 2, fov - h / 2)
+    names = observation.channel_names
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for ax, ch, img in zip(axes[0], names, image, strict=True):
         ax.imshow(img.T, origin="lower", extent=extent, cmap="viridis")
         comps = [int(ch[-1]) - 1] if ch[-1] in "12" else list(range(cfg.components))
         for a, marker in zip(comps, ("o", "s"), strict=False):
@@ -195,7 +252,7 @@ def _run_bank_create(args: argparse.Namespace) -> int:
     from ..store import SimulationBank
 
     bounds = _parse_bounds(args.bound, args.names, "--names")
-    sim = make_simulator(args.names, config=_config(args), bounds=bounds, channels=args.channels)
+    sim = make_simulator(args.names, config=_config(args), bounds=bounds, observation=_observation(args))
     bank = SimulationBank.create(args.path, sim, args.n, chunk_size=args.chunk_size, seed=args.seed,
                                  batch_size=args.batch_size)
     print(f"created {bank.path}: {bank.n} samples in {bank.n_chunks} chunks of {bank.chunk_size}, "
@@ -271,10 +328,12 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
                    help="output directory: bank.zarr, estimator.pt, posterior.png, summary.json "
                         "(default runs/quickstart)")
     p.add_argument("--size", type=_int_at_least(8), default=d.size, help=f"grid side in sites (default {d.size})")
-    p.add_argument("--t-final", type=float, default=d.t_final,
-                   help=f"snapshot time of the quench (default {d.t_final:g}: "
-                        f"{d.simulator_config().steps} SK-ROCK steps of dt {d.simulator_config().dt})")
-    p.add_argument("--steps", type=_int_at_least(1), default=None, help="time steps instead of --t-final")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--t-final", type=float, default=None,
+                      help=f"snapshot time of the quench (default {d.simulator_config().t_final:g}: "
+                           f"{d.simulator_config().steps} {d.simulator_config().scheme} steps of dt "
+                           f"{d.simulator_config().dt})")
+    when.add_argument("--steps", type=_int_at_least(1), default=None, help="time steps instead of --t-final")
     p.add_argument("--bound", nargs=3, action="append", default=[], metavar=("NAME", "LOW", "HIGH"),
                    help="prior bounds of eta or field (repeatable; default " + ", ".join(
                        f"{n} {lo:g} {hi:g}" for n, (lo, hi) in zip(("eta", "field"), d.bounds, strict=True)) + ")")
@@ -291,6 +350,11 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"bank and torch seed (default {d.seed})")
     p.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="torch threads (default: the number of CPUs, at most 4)")
+    p.add_argument("--observation", choices=("ideal", "stm", "squid", "decoration"), default="ideal",
+                   help="what the images show: the ideal densities rho1 rho2, or an instrument (default ideal)")
+    p.add_argument("--instrument", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="instrument settings (see 'glsbi simulate --help'); LOW:HIGH draws one per simulation")
+    p.set_defaults(channels=["rho1", "rho2"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_quickstart)
 
@@ -309,6 +373,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         size=args.size, t_final=args.t_final, steps=args.steps, bounds=(bounds["eta"], bounds["field"]),
         num_simulations=args.num_simulations, chunk_size=args.chunk_size,
         method=args.method, max_epochs=args.max_epochs, theta_true=tuple(args.theta), seed=args.seed,
+        observation=None if args.observation == "ideal" else _observation(args),
     )
     summary = run_quickstart(args.out, settings, progress=not args.no_progress)
     names = summary["names"]

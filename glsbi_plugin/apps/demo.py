@@ -107,7 +107,7 @@ class Frame:
         state: The final :class:`~glsbi_plugin.physics.State`.
         params: The full parameter set simulated.
         rho: Densities :math:`|\psi_a|^2`, shape ``(2, nx, ny)``.
-        bz: Field map :math:`B_z = \theta/h^2` on plaquettes, shape ``(nx, ny)``.
+        bz: Field map :math:`B_z = \Phi/h^2` on plaquettes, shape ``(nx, ny)``.
         winding: Masked per-plaquette windings (``physics.winding``), int, ``(2, nx, ny)``.
         net_winding: Unmasked total winding per band (equals :math:`N_\phi` on the torus).
         n_phi: Flux quanta :math:`N_\phi = \mathrm{round}(B L_x L_y / 2\pi)` held by the torus.

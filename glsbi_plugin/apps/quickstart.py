@@ -32,7 +32,7 @@ from ..checkpoint import save_estimator
 from ..diagnostics import calibration_report
 from ..embeddings import EmbeddingConfig
 from ..inference import GridPosterior, build_inference, train
-from ..physics import TDGLConfig, presets
+from ..physics import AnyObservation, TDGLConfig, presets
 from ..sbi_simulator import DEFAULT_BOUNDS, make_simulator
 from ..store import SimulationBank
 
@@ -45,9 +45,8 @@ class QuickstartSettings:
 
     Attributes:
         size: Grid side (sites) of the torus; h = 0.5.
-        t_final: Snapshot time of the quench (``presets.T_SMALL`` = 80).
-        steps: Time steps instead of ``t_final`` (the default scheme: SK-ROCK, 2 stages, dt = 0.3125),
-            or ``None``.
+        t_final: Snapshot time of the quench; ``None``: ``presets.T_SMALL`` (80).
+        steps: Time steps of the default scheme instead of ``t_final`` (give one of the two), or ``None``.
         bounds: Prior box ``((eta_low, eta_high), (field_low, field_high))``; default the package's
             ``DEFAULT_BOUNDS``. A small torus needs a larger field to hold a flux quantum.
         num_simulations: Bank size (train / validation / test split 80/10/10 by chunk).
@@ -56,14 +55,16 @@ class QuickstartSettings:
         max_epochs: Training epochs at most.
         theta_true: (η, B) of the demonstration observation.
         seed: Bank seed (θ and simulation seeds) and torch seed.
-        channels: Observed channels.
+        channels: Observed channels of the ideal observation (when ``observation`` is None).
+        observation: What is observed instead: an observation of :mod:`glsbi_plugin.physics`
+            (``STM(...)``, ``SQUID(...)``, ``Decoration(...)``, ``Observation(...)``), or None.
         embedding: Image embedding. The quickstart's default is a small strided ResNet (about
             20x cheaper to train than the exactly shift-invariant default of
             :class:`EmbeddingConfig`, invariant to shifts by multiples of 4 sites).
     """
 
     size: int = 48
-    t_final: float = presets.T_SMALL
+    t_final: float | None = None
     steps: int | None = None
     bounds: tuple[tuple[float, float], tuple[float, float]] = (DEFAULT_BOUNDS["eta"], DEFAULT_BOUNDS["field"])
     num_simulations: int = 1000
@@ -73,15 +74,18 @@ class QuickstartSettings:
     theta_true: tuple[float, float] = (0.15, 0.07)
     seed: int = 0
     channels: tuple[str, ...] = ("rho1", "rho2")
+    observation: AnyObservation | None = None
     embedding: EmbeddingConfig = dataclasses.field(
         default_factory=lambda: EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True)
     )
 
+    def __post_init__(self) -> None:
+        if self.t_final is not None and self.steps is not None:
+            raise ValueError(f"give t_final or steps, not both (t_final={self.t_final!r}, steps={self.steps!r})")
+
     def simulator_config(self) -> TDGLConfig:
         """The forward model's numerics: ``presets.small_forward_model`` at this size and time."""
-        if self.steps is not None:
-            return presets.small_forward_model(size=self.size, steps=self.steps)
-        return presets.small_forward_model(size=self.size, t_final=self.t_final)
+        return presets.small_forward_model(size=self.size, t_final=self.t_final, steps=self.steps)
 
 
 def run_quickstart(
@@ -106,7 +110,8 @@ def run_quickstart(
 
     names = ("eta", "field")
     simulator = make_simulator(names, config=s.simulator_config(), bounds=dict(zip(names, s.bounds, strict=True)),
-                               channels=s.channels, batch_size=s.chunk_size)
+                               channels=s.channels if s.observation is None else ("rho1", "rho2"),
+                               observation=s.observation, batch_size=s.chunk_size)
     prior = simulator.prior()
     t0 = time.perf_counter()
     bank_path = out / "bank.zarr"
@@ -164,7 +169,11 @@ def run_quickstart(
         coverage = np.full(len(simulator.names), np.nan)
 
     summary = {
-        "settings": {**dataclasses.asdict(s), "embedding": s.embedding.to_dict()},
+        "settings": {
+            **dataclasses.asdict(s),
+            "embedding": s.embedding.to_dict(),
+            "observation": simulator.observation.to_dict(),
+        },
         "names": list(simulator.names),
         "theta_true": list(s.theta_true),
         "theta_map": theta_map.tolist(),
@@ -179,21 +188,22 @@ def run_quickstart(
         "calibration": None if report is None else report.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(out / "posterior.png", posterior, x_o[0], s, simulator.names, summary)
+    _plot(out / "posterior.png", posterior, x_o[0], s, simulator, summary)
     return summary
 
 
-def _plot(path: Path, posterior: GridPosterior, x_o: torch.Tensor, s: QuickstartSettings, names, summary) -> None:  # noqa: ANN001
+def _plot(path: Path, posterior: GridPosterior, x_o: torch.Tensor, s: QuickstartSettings, simulator, summary) -> None:  # noqa: ANN001
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    names = simulator.names
     C = x_o.shape[0]
     fig = Figure(figsize=(3.6 * (C + 3), 3.4), constrained_layout=True)  # own canvas: pyplot untouched
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, C + 3)
     for c in range(C):
         axes[c].imshow(x_o[c].T.numpy(), origin="lower", cmap="magma")
-        axes[c].set_title(f"x_o: {s.channels[c]}")
+        axes[c].set_title(f"x_o: {simulator.observation.channel_names[c]}")
         axes[c].set_xticks([])
         axes[c].set_yticks([])
     dens = posterior.grid_log_prob().exp().reshape(posterior.resolution).numpy()

@@ -100,11 +100,17 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
     (inside ``jit``/``vmap``), where the caller's eager entry point has already checked.
 
     Raises:
-        TDGLConfigError: (a ``ValueError``) for NaN/inf, non-positive K, β, Γ, e, σ, negative T,
-            a component axis that does not match ``cfg.components``, a step above the bounds of
-            :func:`stability_bounds` (Euler; times :math:`L_s/2` for SK-ROCK, with the number of
-            stages that would do), or a torus field with :math:`N_\phi = 0`.
+        TDGLConfigError: (a ``ValueError``) for ``dtype='float64'`` without 64-bit JAX, NaN/inf,
+            non-positive K, β, Γ, e, σ, negative T, a component axis that does not match
+            ``cfg.components``, a step above the bounds of :func:`stability_bounds` (Euler; times
+            :math:`L_s/2` for SK-ROCK, with the number of stages that would do), or a torus field
+            with :math:`N_\phi = 0`.
     """
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise TDGLConfigError(
+            "dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+            "before simulating, or use dtype='float32'"
+        )
     v = _concrete(params)
     if v is None:
         return

@@ -38,6 +38,9 @@ class TDGLConfigError(ValueError):
 class TDGLConfig:
     r"""Numerical options of the TDGL solver (static, hashable, checked at construction).
 
+    The defaults are the solver's reference (explicit Euler at its stable step), not the forward
+    model: :func:`glsbi_plugin.physics.presets.forward_model` gives that (SK-ROCK, t = 200).
+
     Args:
         shape: Grid size ``(nx, ny)`` in sites; each at least 4.
         h: Lattice spacing :math:`h` (length units of the GL equations, :math:`\xi`-scale).

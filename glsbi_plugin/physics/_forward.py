@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +30,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._checks import check_params
 from ._config import TDGLConfig, TDGLParams
+from ._instruments import INSTRUMENTS, SQUID, STM, Decoration, check_settings, instrument_from_dict
 from ._lattice import State, initial_links
 from ._observables import Measurement, check_channels, observe
 from ._solver import _cast, integrate
 
 __all__ = [
+    "AnyObservation",
     "ForwardKeys",
     "Observation",
+    "make_observation",
+    "observation_from_dict",
     "broadcast_params",
     "forward",
     "forward_in_segments",
@@ -85,16 +89,80 @@ class Observation:
         if nx % f or ny % f:
             raise ValueError(f"downsample={f} does not divide the grid {nx}x{ny}")
 
+    name: ClassVar[str] = "ideal"
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Names of the image's channels."""
+        return self.channels
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings, with ``"name": "ideal"``."""
+        meas = dataclasses.asdict(self.measurement) if self.measurement else None
+        return {"name": self.name, "channels": list(self.channels), "measurement": meas}
+
     def x_shape(self, cfg: TDGLConfig) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image of this observation on ``cfg``'s grid."""
         f = self.measurement.downsample if self.measurement else 1
         nx, ny = cfg.shape
         return (len(self.channels), nx // f, ny // f)
 
+    def measure(
+        self, fields: Mapping[str, jax.Array], params: TDGLParams, cfg: TDGLConfig, key: jax.Array | None
+    ) -> jax.Array:
+        """The float32 image from stored physical fields ``{name: (nx, ny)}`` holding :attr:`channels`
+        (what :meth:`__call__` computes from the state; winding maps as floats)."""
+        image = jnp.stack([jnp.asarray(fields[c], cfg.real_dtype) for c in self.channels])
+        if self.measurement is not None:
+            image = self.measurement.apply(image, cfg.h, key)
+        return image.astype(jnp.float32)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The fields :meth:`measure` reads."""
+        return self.channels
+
     def __call__(self, state: State, params: TDGLParams, cfg: TDGLConfig, key: jax.Array | None) -> jax.Array:
         """The float32 image ``(C, H, W)`` of ``state``; ``key`` feeds the measurement noise."""
         p = _cast(params, cfg)
         return observe(state, p, cfg, self.channels, measurement=self.measurement, key=key).astype(jnp.float32)
+
+
+#: What :func:`forward` accepts as its ``observation``: the ideal :class:`Observation` or an
+#: instrument (:class:`~glsbi_plugin.physics.STM`, :class:`~glsbi_plugin.physics.SQUID`,
+#: :class:`~glsbi_plugin.physics.Decoration`).
+AnyObservation = Union[Observation, STM, SQUID, Decoration]  # noqa: UP007 - a runtime alias
+
+
+def observation_from_dict(d: dict[str, Any]) -> AnyObservation:
+    """Rebuild an observation from its ``to_dict()``."""
+    if d.get("name") == "ideal":
+        unknown = sorted(set(d) - {"name", "channels", "measurement"})
+        if unknown:
+            raise ValueError(f"ideal: unknown settings {unknown}; allowed: ['channels', 'measurement']")
+        meas = d.get("measurement")
+        return Observation(channels=tuple(d["channels"]), measurement=Measurement(**meas) if meas else None)
+    return instrument_from_dict(d)
+
+
+def make_observation(name: str = "ideal", **settings: Any) -> AnyObservation:
+    """An observation by name: ``"ideal"`` (:class:`Observation`), ``"stm"``, ``"squid"`` or ``"decoration"``,
+    with its settings as keywords.
+
+    Example:
+        >>> from glsbi_plugin.physics import make_observation
+        >>> make_observation("stm", bands=(2,), snr=5.0).channel_names
+        ('stm2',)
+    """
+    if name == "ideal":
+        unknown = sorted(set(settings) - {"channels", "measurement"})
+        if unknown:
+            raise ValueError(f"ideal: unknown settings {unknown}; allowed: ['channels', 'measurement']")
+        return Observation(**settings)
+    if name not in INSTRUMENTS:
+        raise ValueError(f"observation={name!r}: choose one of {['ideal', *INSTRUMENTS]}")
+    check_settings(name, settings)
+    return INSTRUMENTS[name](**settings)
 
 
 class ForwardKeys(NamedTuple):
@@ -137,7 +205,7 @@ def forward(
     params: TDGLParams,
     key: jax.Array,
     cfg: TDGLConfig,
-    observation: Observation = Observation(),  # noqa: B008 - frozen, hashable
+    observation: AnyObservation = Observation(),  # noqa: B008 - frozen, hashable
     *,
     return_state: bool = False,
 ) -> jax.Array | tuple[State, jax.Array]:
@@ -153,7 +221,8 @@ def forward(
         key: PRNG key of the whole run.
         cfg: Numerics: grid, scheme, step, snapshot time ``cfg.steps * cfg.dt``
             (:func:`~glsbi_plugin.physics.presets.forward_model` gives the default).
-        observation: Channels and instrument.
+        observation: What is observed: the ideal :class:`Observation` (channels and a simple
+            :class:`Measurement`) or an instrument (``STM``, ``SQUID``, ``Decoration``).
         return_state: Also return the final :class:`State`.
 
     Returns:
@@ -177,7 +246,7 @@ def forward_in_segments(
     params: TDGLParams,
     key: jax.Array,
     cfg: TDGLConfig,
-    observation: Observation = Observation(),  # noqa: B008 - frozen, hashable
+    observation: AnyObservation = Observation(),  # noqa: B008 - frozen, hashable
     *,
     segments: int = 1,
     on_segment: Callable[[int], None] | None = None,
@@ -191,14 +260,13 @@ def forward_in_segments(
     Returns:
         ``(final state, float32 image)``.
     """
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ValueError(f"segments={segments!r}: must be an integer >= 1")
     check_params(params, cfg)
     observation.check(cfg)
-    _check_dtype(cfg)
     keys = forward_keys(key)
     p = _cast(params, cfg)
     state = initial_state(p, keys.init, cfg)
-    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
-        raise ValueError(f"segments={segments!r}: must be an integer >= 1")
     n_seg = max(k for k in range(1, min(segments, max(cfg.steps, 1)) + 1) if cfg.steps % k == 0)
     seg = cfg.steps // n_seg
     if seg:
@@ -212,7 +280,9 @@ def forward_in_segments(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _observe(observation: Observation, state: State, params: TDGLParams, cfg: TDGLConfig, key: jax.Array) -> jax.Array:
+def _observe(
+    observation: AnyObservation, state: State, params: TDGLParams, cfg: TDGLConfig, key: jax.Array
+) -> jax.Array:
     return observation(state, params, cfg, key)
 
 
@@ -242,7 +312,6 @@ def simulate(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
         (2, 16, 16)
     """
     check_params(params, cfg)
-    _check_dtype(cfg)
     return _simulate(params, key, cfg)
 
 
@@ -254,7 +323,6 @@ def simulate_batch(params: TDGLParams, keys: jax.Array, cfg: TDGLConfig) -> Stat
     (:func:`shard_batch`); results agree to float rounding (the per-device width can change the
     last bits)."""
     check_params(params, cfg)
-    _check_dtype(cfg)
     params = broadcast_params(params, keys.shape[0])
     return _simulate_batch(*shard_batch(params, keys), cfg)
 
@@ -287,11 +355,3 @@ def broadcast_params(params: TDGLParams, n: int) -> TDGLParams:
 
     ranks = TDGLParams(K=1, alpha=1, beta=1, gamma=1, eta=0, nu=0, e=0, sigma=0, T=0, field=0)  # type: ignore[arg-type]
     return jax.tree_util.tree_map(bcast, params, ranks)
-
-
-def _check_dtype(cfg: TDGLConfig) -> None:
-    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
-            "before simulating, or use dtype='float32'"
-        )

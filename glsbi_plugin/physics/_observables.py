@@ -42,7 +42,8 @@ def densities(state: State) -> jax.Array:
 
 
 def field_map(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
-    r""":math:`B_z = \theta/h^2` on plaquettes, shape ``(nx, ny)`` (outside an open sample: H)."""
+    r""":math:`B_z = \Phi_{ij}/h^2` on plaquettes (:math:`\Phi_{ij}`: :func:`plaquette_flux`), shape
+    ``(nx, ny)`` (outside an open sample: H)."""
     return plaquette_flux(state, params, cfg) / cfg.h**2
 
 

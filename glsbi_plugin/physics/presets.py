@@ -34,7 +34,16 @@ import numpy as np
 
 from ._config import TDGLConfig, TDGLConfigError, TDGLParams
 
-__all__ = ["SCHEME_STEPS", "T_FINAL", "T_SMALL", "forward_model", "single_component", "small_forward_model", "type15"]
+__all__ = [
+    "SCHEME_STEPS",
+    "T_FINAL",
+    "T_SMALL",
+    "forward_model",
+    "run_to",
+    "single_component",
+    "small_forward_model",
+    "type15",
+]
 
 #: Default ``(stages, dt)`` of each time stepper: SK-ROCK's is set by the accuracy of the quench
 #: (module docstring), Euler's by its stability bound (0.101 at η = 0.3, h = 0.5).
@@ -91,9 +100,27 @@ def forward_model(
         t = T_FINAL if t_final is None else float(t_final)
         if not (math.isfinite(t) and t >= 0):
             raise TDGLConfigError(f"t_final={t_final!r}: must be finite and >= 0")
-        steps = round(t / dt)
+        steps = _steps_to(t, dt)
     shape = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     return TDGLConfig(shape=shape, h=h, dt=dt, steps=steps, scheme=scheme, stages=stages)
+
+
+def run_to(cfg: TDGLConfig, t_final: float) -> TDGLConfig:
+    """``cfg`` with the steps of its own ``dt`` that reach ``t_final`` (at least one if ``t_final > 0``).
+
+    Example:
+        >>> from glsbi_plugin.physics import presets
+        >>> presets.run_to(presets.forward_model(), 20.0).steps
+        64
+    """
+    t = float(t_final)
+    if not (math.isfinite(t) and t >= 0):
+        raise TDGLConfigError(f"t_final={t_final!r}: must be finite and >= 0")
+    return cfg.replace(steps=max(1, _steps_to(t, cfg.dt)) if t > 0 else 0)
+
+
+def _steps_to(t: float, dt: float) -> int:
+    return round(t / dt)
 
 
 def small_forward_model(**changes: object) -> TDGLConfig:
@@ -106,6 +133,7 @@ def small_forward_model(**changes: object) -> TDGLConfig:
         >>> cfg.shape, cfg.steps, cfg.t_final
         ((48, 48), 256, 80.0)
     """
+    changes = {k: v for k, v in changes.items() if v is not None}  # None: this preset's default
     kwargs: dict = {"size": 48, "t_final": None if "steps" in changes else T_SMALL}
     kwargs.update(changes)
     return forward_model(**kwargs)

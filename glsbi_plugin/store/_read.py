@@ -231,23 +231,33 @@ class BankReader:
         return self.split_indices(**split_kwargs)[split]
 
     # -- tensors ----------------------------------------------------------------------------
-    def to_torch(self, split: str | None = None, **split_kwargs: Any) -> tuple[Any, Any]:
+    def to_torch(self, split: str | None = None, *, observation: Any = None, **split_kwargs: Any) -> tuple[Any, Any]:
         """``(theta, x)`` torch tensors of the filled samples (or of one split), for sbi's
         ``append_simulations``. Reads chunk by chunk; the result holds the selection in memory.
 
         Args:
             split: ``None``/``"all"`` (every filled sample) or a split name of :meth:`split_indices`.
+            observation: Derive the images of this observation of :mod:`glsbi_plugin.physics`
+                (e.g. ``STM(...)``) from the stored fields, with each row's own measurement noise
+                (:meth:`~glsbi_plugin.sbi_simulator.TDGLSimulator.derive`): one bank of the physical
+                fields serves every instrument. ``None``: the stored images.
             **split_kwargs: ``fractions``, ``split_seed`` (or ``seed``) and ``by`` of :meth:`split_indices`.
         """
         import torch
 
         idx = self._select(split, **split_kwargs)
         thetas, xs = [], []
-        for theta, x in _read_rows(self.group, idx, self.chunk_size):
+        seeds_arr = self.group["seeds"]
+        for rows, (theta, x) in zip(_chunks_of(idx, self.chunk_size), _read_rows(self.group, idx, self.chunk_size),
+                                    strict=True):
+            if observation is not None:
+                seeds = seeds_arr[int(rows[0]) : int(rows[-1]) + 1][rows - rows[0]]
+                x = self.simulator.derive(observation, torch.from_numpy(theta), seeds, torch.from_numpy(x)).numpy()
             thetas.append(theta)
             xs.append(x)
         if not thetas:
-            return torch.zeros((0, self.theta_dim)), torch.zeros((0, *self.x_shape))
+            shape = self.x_shape if observation is None else observation.x_shape(self.simulator.config)
+            return torch.zeros((0, self.theta_dim)), torch.zeros((0, *shape))
         return torch.from_numpy(np.concatenate(thetas)), torch.from_numpy(np.concatenate(xs))
 
     def loader(
@@ -283,6 +293,15 @@ class BankReader:
         # spawned workers: forking a process that runs JAX's threads can deadlock
         context = "spawn" if num_workers else None
         return DataLoader(ds, batch_size=None, num_workers=num_workers, multiprocessing_context=context)
+
+
+def _chunks_of(idx: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+    """The sorted rows of ``idx`` grouped by chunk, in the order :func:`_read_rows` yields them."""
+    idx = np.sort(idx)
+    for c in np.unique(idx // chunk_size):
+        lo, hi = np.searchsorted(idx, [c * chunk_size, (c + 1) * chunk_size])
+        if hi > lo:
+            yield idx[lo:hi]
 
 
 def _read_rows(group: zarr.Group, idx: np.ndarray, chunk_size: int, order: np.ndarray | None = None) -> Iterator:
