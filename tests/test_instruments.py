@@ -213,7 +213,9 @@ def stm_image(inst: STM, rho1: np.ndarray, rho2: np.ndarray | None = None, cfg=C
 
 def test_stm_is_blind_to_offset_and_gain_and_is_standardised():
     r1, r2 = smooth_field(N, 2), smooth_field(N, 3, corr=1.0)
-    for inst in [STM(blur=0.7, snr=5.0), STM(blur=Range(0.2, 1.5), snr=Range(2.0, 20.0), pixels=12)]:
+    both = (1, 2)
+    nuisance = STM(bands=both, blur=Range(0.2, 1.5), snr=Range(2.0, 20.0), pixels=12)
+    for inst in [STM(bands=both, blur=0.7, snr=5.0), nuisance]:
         x = stm_image(inst, r1, r2, k=5)
         y = stm_image(inst, 3.7 * r1 - 1.2, 0.2 * r2 + 4.0, k=5)
         np.testing.assert_allclose(x, y, atol=2e-4)
@@ -221,7 +223,7 @@ def test_stm_is_blind_to_offset_and_gain_and_is_standardised():
         np.testing.assert_allclose(x.std(axis=(1, 2)), 1.0, atol=1e-5)
         assert not np.allclose(x, stm_image(inst, r1, r2, k=6), atol=1e-2)  # noise is drawn from the key
     # a negative gain inverts the contrast (the map is not |.|-ed)
-    clean = STM(blur=0.7, snr=INF)
+    clean = STM(bands=(1, 2), blur=0.7, snr=INF)
     np.testing.assert_allclose(stm_image(clean, -r1, r2)[0], -stm_image(clean, r1, r2)[0], atol=1e-5)
 
 
@@ -324,7 +326,7 @@ def test_pixel_grid_limits_are_refused_with_their_range():
         with pytest.raises(ValueError, match=r"field_of_view=.* exceeds the sample .*allowed \(0, 16\]"):
             inst.check(CFG)
     STM(field_of_view=side).check(CFG)  # the whole sample is allowed
-    assert STM(field_of_view=4.0).x_shape(CFG) == (2, 8, 8)  # default pixels: the cell size
+    assert STM(bands=(1, 2), field_of_view=4.0).x_shape(CFG) == (2, 8, 8)  # default pixels: the cell size
     assert SQUID(pixels=10).x_shape(CFG) == (1, 10, 10)
     for bad in (3, 0, -8, 2.5, True):
         with pytest.raises(ValueError, match=r"pixels=.*integer >= 4"):

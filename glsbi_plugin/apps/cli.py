@@ -350,8 +350,9 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"bank and torch seed (default {d.seed})")
     p.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="torch threads (default: the number of CPUs, at most 4)")
-    p.add_argument("--observation", choices=("ideal", "stm", "squid", "decoration"), default="ideal",
-                   help="what the images show: the ideal densities rho1 rho2, or an instrument (default ideal)")
+    p.add_argument("--observation", choices=("ideal", "stm", "squid", "decoration"), default="stm",
+                   help="what the images show: an instrument (default stm: conductance maps of the weak band), or "
+                        "the ideal densities rho1 rho2")
     p.add_argument("--instrument", nargs="+", default=[], metavar="KEY=VALUE",
                    help="instrument settings (see 'glsbi simulate --help'); LOW:HIGH draws one per simulation")
     p.set_defaults(channels=["rho1", "rho2"])
@@ -373,7 +374,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         size=args.size, t_final=args.t_final, steps=args.steps, bounds=(bounds["eta"], bounds["field"]),
         num_simulations=args.num_simulations, chunk_size=args.chunk_size,
         method=args.method, max_epochs=args.max_epochs, theta_true=tuple(args.theta), seed=args.seed,
-        observation=None if args.observation == "ideal" else _observation(args),
+        observation=_observation(args),
     )
     summary = run_quickstart(args.out, settings, progress=not args.no_progress)
     names = summary["names"]

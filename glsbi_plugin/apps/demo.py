@@ -46,6 +46,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from ..physics import (
+    AnyObservation,
     LengthScales,
     Measurement,
     Observation,
@@ -142,7 +143,7 @@ class Frame:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "observation"))
-def _compute(params: TDGLParams, key: jax.Array, cfg: TDGLConfig, observation: Observation) -> dict[str, Any]:
+def _compute(params: TDGLParams, key: jax.Array, cfg: TDGLConfig, observation: AnyObservation) -> dict[str, Any]:
     """The forward model and the observables of its final state (one compiled program per config;
     θ and seed are traced)."""
     state, x = forward(params, key, cfg, observation, return_state=True)
@@ -165,8 +166,10 @@ class DemoModel:
         base: Fixed parameters; default ``presets.type15()``. η and B are replaced per frame.
         bounds: Slider ranges ``{"eta": (lo, hi), "field": (lo, hi)}``; missing names take
             :data:`glsbi_plugin.sbi_simulator.DEFAULT_BOUNDS`. With a posterior: its prior's box.
-        channels: Channels of the observation x (:attr:`Frame.x`; the posterior's simulator's).
-        measurement: Measurement model of x (the posterior's simulator's), or ``None``.
+        channels: Channels of the ideal observation x (:attr:`Frame.x`; the posterior's simulator's).
+        measurement: Measurement model of the ideal observation, or ``None``.
+        observation: What x is instead, e.g. the posterior's instrument (``STM(...)``); overrides
+            ``channels`` and ``measurement``.
         posterior: A :class:`~glsbi_plugin.inference.GridPosterior` over θ = (η, B) trained on
             images of this forward model, or ``None`` (no posterior panel).
 
@@ -183,6 +186,7 @@ class DemoModel:
         bounds: Mapping[str, tuple[float, float]] | None = None,
         channels: Sequence[str] = ("rho1", "rho2"),
         measurement: Measurement | None = None,
+        observation: AnyObservation | None = None,
         posterior: GridPosterior | None = None,
     ) -> None:
         if not config.torus or config.components != 2:
@@ -205,10 +209,12 @@ class DemoModel:
         # the whole box must be simulable: check its four corners at once (a batch)
         corners = np.array([(eta, field) for eta in self.bounds["eta"] for field in self.bounds["field"]])
         check_params(self.base.replace(eta=corners[:, 0], field=corners[:, 1]), config)
-        self.observation = Observation(channels=tuple(channels), measurement=measurement)
+        if observation is None:
+            observation = Observation(channels=tuple(channels), measurement=measurement)
+        self.observation = observation
         self.observation.check(config)
-        self.channels = self.observation.channels
-        self.measurement = measurement
+        self.channels = self.observation.channel_names
+        self.measurement = getattr(observation, "measurement", None)
         self.posterior = posterior
         if posterior is not None:
             self._check_posterior(posterior)
@@ -265,8 +271,7 @@ class DemoModel:
             sim.config,
             base=sim.base,
             bounds=dict(zip(sim.names, zip(sim.low, sim.high, strict=True), strict=True)),
-            channels=sim.channels,
-            measurement=sim.measurement,
+            observation=sim.observation,
             posterior=posterior,
         )
 

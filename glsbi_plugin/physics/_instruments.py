@@ -236,7 +236,9 @@ class STM(_Instrument):
     r"""Zero-bias STM/STS conductance maps of the chosen bands, in arbitrary units (module docstring).
 
     Attributes:
-        bands: Bands whose density is imaged, e.g. ``(2,)`` (the weak band's cores) or ``(1, 2)``.
+        bands: Bands whose density is imaged: ``(2,)`` (default: the weak band, whose large cores
+            zero-bias STM resolves, as in MgB₂'s π band, Eskildsen et al., PRL 89, 187003 (2002)),
+            ``(1,)`` or ``(1, 2)``.
         blur: Tip point-spread width σ (length units; 0: none).
         snr: Signal-to-noise ratio: std of the blurred map over std of the noise (``inf``: none).
         pixels: Instrument pixels per side (default: the simulation grid over the field of view).
@@ -253,7 +255,7 @@ class STM(_Instrument):
     """
 
     name: ClassVar[str] = "stm"
-    bands: tuple[int, ...] = (1, 2)
+    bands: tuple[int, ...] = (2,)
     blur: Setting = 1.0
     snr: Setting = 10.0
 
