@@ -159,9 +159,11 @@ def markdown(cells: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
         f"{info['config']['scheme']} dt = {info['config']['dt']}); prior η ∈ [0, 0.3], B ∈ [0.03, 0.10]; "
         f"{args.n_train} training simulations (bank seed {args.seed}), {args.n_test} held-out (seed "
         f"{args.test_seed}); embedding {EMBEDDING.to_dict()}; at most {args.max_epochs} epochs (patience "
-        f"{args.patience}), batch {args.batch_size}, torch threads {torch.get_num_threads()}; grid "
+        f"{args.patience}), batch {args.batch_size}, torch threads {args.threads}; grid "
         f"{args.resolution}²; one training seed per cell. Summary statistics: {', '.join(SUMMARY_NAMES)}.",
-        f"Machine: {env.get('cpu', '?')}, load average {env.get('loadavg', '?')}.",
+        f"Run {env.get('date', '?')} at commit {env.get('git_commit', '?')} on {env.get('cpu_model', '?')} "
+        f"({env.get('cpu_count', '?')} cores; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in env.get('loadavg_start', []))}; other work ran beside it).",
         "",
         "| observation | method | η std/width | B std/width | η RMSE | B RMSE | 68 % cov (η, B) | 90 % cov (η, B) "
         "| SBC KS p (η, B) | TARP ATC | train s |",
