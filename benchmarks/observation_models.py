@@ -8,16 +8,18 @@ for the same seeds). A second bank of another seed is the held-out set. For each
 
 - NRE_C and NPE with the quickstart's CNN embedding (``ResNetGAP``, strided), trained on the same
   rows with the same seed;
-- and once, NPE on the physicist's summary statistics of the vortex positions
-  (``physics.summaries.summary_batch`` of the strong band's windings: count, nearest-neighbour
-  distances, g(r), clusters, ψ₆) with sbi's default MLP-conditioned flow.
+- and once, NPE on the physicist's summary statistics of the decorated vortices' positions
+  (``Decoration.positions``, the same jittered positions the decoration images show;
+  ``physics.summaries.summary_vector``: count, nearest-neighbour distances, g(r), clusters, ψ₆)
+  with sbi's default MLP-conditioned flow.
 
 Per cell, on the held-out set through a grid posterior: posterior std of η and B over the prior
 width (mean over the held-out set), RMSE of the posterior mean, coverage of the 68 % and 90 %
 marginal intervals (exact on the grid), SBC rank KS p-values, TARP ATC.
 
 Resumable: banks live in ``--cache`` (default ``~/.cache/glsbi/observation_models``), every
-finished cell is appended to ``cells.jsonl`` there and skipped on a rerun with the same settings.
+finished cell is appended to ``cells_<settings hash>.jsonl`` there with its observation's settings,
+and skipped on a rerun with the same training and observation settings.
 
     python benchmarks/observation_models.py            # 3000 + 300 simulations; ~1 h on 2 CPU cores
     python benchmarks/observation_models.py --quick    # 200 + 60, a few epochs: minutes
@@ -26,12 +28,14 @@ finished cell is appended to ``cells.jsonl`` there and skipped on a rerun with t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import torch
 from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
@@ -41,7 +45,7 @@ from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import GridPosterior, build_inference, train
 from glsbi_plugin.physics import FIELDS, SQUID, STM, Decoration, Observation, presets
-from glsbi_plugin.physics.summaries import SUMMARY_NAMES, summary_batch
+from glsbi_plugin.physics.summaries import SUMMARY_NAMES, summary_vector
 from glsbi_plugin.store import SimulationBank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +54,8 @@ EMBEDDING = EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True)  #
 NAMES = ("eta", "field")
 LEVELS = (0.5, 0.68, 0.9, 0.95)
 
+#: The row of NPE on the summary statistics of the decorated vortices' positions.
+SUMMARY_ROW = "decoration positions: summary statistics"
 #: The observation models of the study (name -> observation of ``glsbi_plugin.physics``).
 OBSERVATIONS: dict[str, Any] = {
     "ideal rho1 rho2": Observation(channels=("rho1", "rho2")),
@@ -90,12 +96,19 @@ def rows(bank: SimulationBank, n: int, observation: Any) -> tuple[torch.Tensor, 
     return theta[:n], x[:n]
 
 
-def summaries(bank: SimulationBank, n: int, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """θ and the summary statistics of the strong band's vortices (the decoration's positions)."""
+def summaries(bank: SimulationBank, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ and the summary statistics of the decorated vortices: the jittered positions that the
+    decoration's images show (``Decoration.positions`` with each row's measurement key)."""
+    deco, cfg = OBSERVATIONS["decoration"], bank.simulator.config
     theta, x = bank.to_torch()
-    w = x[:n, FIELDS.index("winding1")].numpy()
-    s = summary_batch(np.rint(w).astype(np.int64), h, radius=2.0)
-    return theta[:n], torch.from_numpy(np.asarray(s, np.float32))
+    seeds = np.asarray(bank.group["seeds"][:n])
+    box = (cfg.shape[0] * cfg.h, cfg.shape[1] * cfg.h)
+    rows = []
+    for xi, seed in zip(x[:n].numpy(), seeds, strict=True):
+        _, k_meas = jax.random.split(jax.random.key(int(seed)))  # the forward model's measurement stream
+        pos = deco.positions(dict(zip(FIELDS, xi, strict=True)), cfg, k_meas)
+        rows.append(summary_vector(pos, box, radius=2.0))
+    return theta[:n], torch.from_numpy(np.asarray(rows, np.float32))
 
 
 def evaluate(posterior: GridPosterior, theta: torch.Tensor, x: torch.Tensor, prior_width: np.ndarray,
@@ -208,32 +221,41 @@ def main() -> None:
     env = machine()
     train_bank, test_bank, info = banks(args)
     prior = train_bank.simulator.prior()
-    h = train_bank.simulator.config.h
-    done_path = Path(args.cache) / f"cells_{args.size}_{args.n_train}_{args.n_test}_{args.max_epochs}.jsonl"
-    done = [json.loads(line) for line in done_path.read_text().splitlines()] if done_path.exists() else []
-    have = {(c["observation"], c["method"]) for c in done}
+    # a cell is reused only for the same training settings and the same observation settings
+    signature = {k: getattr(args, k) for k in ("size", "n_train", "n_test", "seed", "test_seed", "max_epochs",
+                                               "patience", "batch_size", "resolution")}
+    tag = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:12]
+    done_path = Path(args.cache) / f"cells_{tag}.jsonl"
+    settings_of = {name: obs.to_dict() for name, obs in OBSERVATIONS.items()}
+    settings_of[SUMMARY_ROW] = OBSERVATIONS["decoration"].to_dict()
+    done: dict[tuple[str, str], dict[str, Any]] = {}  # the last finished cell per (observation, method)
+    for line in done_path.read_text().splitlines() if done_path.exists() else []:
+        c = json.loads(line)
+        if c.get("observation_settings") == settings_of.get(c["observation"]):
+            done[c["observation"], c["method"]] = c
     todo = [(o, m) for o in args.observations for m in args.methods]
     if not args.no_summaries:
-        todo.append(("decoration positions: summary statistics", "NPE (MLP)"))
+        todo.append((SUMMARY_ROW, "NPE (MLP)"))
     for obs_name, method in todo:
-        if (obs_name, method) in have:
+        if (obs_name, method) in done:
             continue
         t0 = time.perf_counter()
         if method == "NPE (MLP)":
-            train_xy, test_xy = summaries(train_bank, args.n_train, h), summaries(test_bank, args.n_test, h)
+            train_xy, test_xy = summaries(train_bank, args.n_train), summaries(test_bank, args.n_test)
             cell = run_cell(method, obs_name, train_xy, test_xy, prior, args, summary=True)
         else:
             obs = OBSERVATIONS[obs_name]
             train_xy, test_xy = rows(train_bank, args.n_train, obs), rows(test_bank, args.n_test, obs)
             cell = run_cell(method, obs_name, train_xy, test_xy, prior, args)
-        done.append(cell)
+        cell["observation_settings"] = settings_of[obs_name]
+        done[obs_name, method] = cell
         with done_path.open("a") as f:
             f.write(json.dumps(cell) + "\n")
         sd = cell["std_over_width"]
         print(f"{obs_name:>42} {method:>9}: η std/width {sd[0]:.3f}, B {sd[1]:.3f}; "
               f"90% cov {cell['coverage_90'][0]:.2f}/{cell['coverage_90'][1]:.2f}; KS p {cell['sbc_ks_p'][0]:.2g}/"
               f"{cell['sbc_ks_p'][1]:.2g}; ATC {cell['tarp_atc']:+.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    cells = [c for c in done if (c["observation"], c["method"]) in set(todo)]
+    cells = [done[key] for key in todo if key in done]
     stem = "observation_models_quick" if args.quick else "observation_models"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps({"environment": env, "banks": info, "cells": cells,

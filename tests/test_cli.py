@@ -175,3 +175,34 @@ def test_bank_usage_errors(capsys, tmp_path):
         code, _, err = run(capsys, *argv)
         assert code == 2 and match in one_error_line(err), (argv, err)
     assert not (tmp_path / "c.zarr").exists()
+
+
+# -- instruments ----------------------------------------------------------------------------------
+def test_instrument_options_reach_the_bank_and_its_info(tmp_path, capsys):
+    path = str(tmp_path / "stm.zarr")
+    code, out, err = run(capsys, "bank", "create", path, "--n", "8", *BANK, "--observation", "stm",
+                         "--instrument", "bands=2", "snr=5:20", "pixels=8")
+    assert code == 0, err
+    from glsbi_plugin.physics import STM, Range
+    from glsbi_plugin.store import SimulationBank
+
+    bank = SimulationBank.open(path, read_only=True)
+    assert bank.simulator.observation == STM(bands=(2,), snr=Range(5.0, 20.0), pixels=8)
+    assert bank.x_shape == (1, 8, 8)
+    code, out, _ = run(capsys, "bank", "info", path, "--no-verify")
+    # canonical JSON: integral floats as ints
+    assert code == 0 and "observed  stm" in out and '"snr": {"high": 20, "low": 5}' in out
+
+
+def test_instrument_option_errors(capsys):
+    cases = [
+        (["simulate", "--size", "16", "--instrument", "snr=3"], "need --observation"),
+        (["simulate", "--size", "16", "--observation", "stm", "--instrument", "foo=1"], "unknown settings ['foo']"),
+        (["simulate", "--size", "16", "--observation", "stm", "--instrument", "snr"], "expected KEY=VALUE"),
+        (["simulate", "--size", "16", "--observation", "stm", "--instrument", "snr=abc"], "'abc' is not a number"),
+        (["simulate", "--size", "16", "--observation", "squid", "--channels", "bz"], "ideal observation"),
+        (["simulate", "--size", "16", "--observation", "stm", "--instrument", "field_of_view=100"], "allowed (0, 8]"),
+    ]
+    for argv, match in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and match in one_error_line(err), (argv, err)

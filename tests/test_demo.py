@@ -232,3 +232,16 @@ def test_cli_demo_errors(tmp_path, capsys, checkpoint):
     assert main(["demo", *MODEL]) == 2
     assert "use --save PNG" in one_error_line(capsys)
     assert _interactive_backend("TkAgg") and _interactive_backend("QtAgg") and not _interactive_backend("agg")
+
+
+def test_an_instrument_is_drawn_as_the_posterior_reads_it():
+    """With an instrument the demo adds a panel of the observation x itself (what a posterior reads)."""
+    from glsbi_plugin.physics import STM
+
+    model = DemoModel(CFG, bounds={"field": (0.05, 0.2)}, observation=STM(pixels=16))
+    demo = DemoFigure(model, eta=0.1, field=0.1, seed=2)
+    x = demo.frame.x
+    assert x.shape == (1, 16, 16) and abs(float(x.mean())) < 1e-5  # a standardised STM map
+    np.testing.assert_array_equal(demo.images["x"].get_array(), x[0].T)
+    assert demo.images["x"].get_extent() == list(STM(pixels=16).extent(CFG))
+    assert DemoFigure.figsize(model)[0] > DemoFigure.figsize(DemoModel(CFG, bounds={"field": (0.05, 0.2)}))[0]

@@ -347,6 +347,44 @@ def deco_image(inst: Decoration, w: np.ndarray, cfg=CFG, k: int = 0, band: int =
     return np.asarray(inst.measure(fields, P, cfg, key(k)))[0]
 
 
+def test_decoration_positions_are_the_rendered_ones():
+    """Decoration.positions gives the jittered coordinates that measure renders with the same key:
+    a blob rendered alone at each returned position reproduces the image."""
+    w = np.zeros((N, N))
+    w[4, 4], w[10, 25], w[20, 8] = 1, -1, 2
+    inst = Decoration(jitter=0.4, blob=0.8)
+    pos = inst.positions({"winding1": w}, CFG, key(3))
+    assert pos.shape == (3, 3) and sorted(pos[:, 2].tolist()) == [-1.0, 1.0, 2.0]
+    L = N * H
+    assert ((pos[:, :2] >= 0) & (pos[:, :2] < L)).all()
+    centres = (np.argwhere(w != 0) + 0.5) * H
+    shift = pos[:, :2] - centres[np.argsort(np.argsort(np.ravel_multi_index(np.argwhere(w != 0).T, w.shape)))]
+    shift -= L * np.round(shift / L)
+    assert 0 < np.abs(shift).max() < 4 * 0.4  # jittered, by a few standard deviations at most
+    x = deco_image(inst, w, k=3)
+    c = (np.arange(N) + 0.5) * H
+    expected = np.zeros((N, N))
+    for px, py, n in pos:
+        dx = c - px
+        dy = c - py
+        dx -= L * np.round(dx / L)
+        dy -= L * np.round(dy / L)
+        s2w = math.sqrt(2) * 0.8
+        gx = np.array([math.erf((d + H / 2) / s2w) - math.erf((d - H / 2) / s2w) for d in dx])
+        gy = np.array([math.erf((d + H / 2) / s2w) - math.erf((d - H / 2) / s2w) for d in dy])
+        expected += abs(n) * np.outer(gx, gy) * (math.sqrt(math.pi / 2) * 0.8 / H) ** 2  # pixel means
+    np.testing.assert_allclose(x, expected, atol=2e-5)
+
+
+def test_decoration_keeps_its_integral_on_coarse_pixels():
+    """A pixel is the blob's mean over its area: the integral Σ|n| 2πw² holds on any pixel grid."""
+    w = np.zeros((N, N))
+    w[3, 5], w[17, 20], w[25, 9] = 1, 1, 1
+    for pixels in (N, 12, 8, 5):
+        x = deco_image(Decoration(blob=0.3, pixels=pixels), w)
+        assert x.sum() * (N * H / pixels) ** 2 == pytest.approx(3 * 2 * np.pi * 0.3**2, rel=1e-4)
+
+
 def test_decoration_integral_counts_vortices_with_their_winding_magnitude():
     w = np.zeros((N, N))
     w[4, 4], w[10, 25], w[20, 8], w[27, 19] = 1, -1, 2, 1  # Σ|n| = 5 (an antivortex, a doubly quantised one)
@@ -354,8 +392,10 @@ def test_decoration_integral_counts_vortices_with_their_winding_magnitude():
         x = deco_image(Decoration(blob=blob), w)
         assert x.sum() * H**2 == pytest.approx(5 * 2 * np.pi * blob**2, rel=1e-4)
         assert x.min() >= 0
-        # jitter = 0: each blob peaks at its plaquette centre with height |n|
-        assert x[20, 8] == pytest.approx(2.0, abs=1e-4) and x[10, 25] == pytest.approx(1.0, abs=1e-4)
+        # jitter = 0: each blob peaks at its plaquette centre with height |n| times the Gaussian's mean
+        # over that pixel, (√(2π) (w/H) erf(H / (2√2 w)))² (the image is a pixel average)
+        peak = (math.sqrt(2 * math.pi) * blob / H * math.erf(H / (2 * math.sqrt(2) * blob))) ** 2
+        assert x[20, 8] == pytest.approx(2.0 * peak, abs=1e-4) and x[10, 25] == pytest.approx(peak, abs=1e-4)
         assert np.unravel_index(x.argmax(), x.shape) == (20, 8)
     # band 2 reads winding2 only
     assert deco_image(Decoration(band=2, blob=1.0), w, band=1).max() == 0.0

@@ -183,18 +183,16 @@ def _run_simulate(args: argparse.Namespace) -> int:
         state, image = forward_in_segments(params, jax.random.key(args.seed), cfg, observation, segments=25,
                                            on_segment=lambda done: bar.update(done - bar.n))
     vortices = [vortex_positions(state, params, cfg, component=a) for a in range(cfg.components)]
-    h = cfg.h  # site i sits at i*h, plaquette centres (vortices) at (i + 1/2) h
-    extent = (-h / 2, cfg.shape[0] * h - h / 2, -h / 2, cfg.shape[1] * h - h / 2)
-    fov = getattr(observation, "field_of_view", None)
-    if fov is not None:  # an instrument's window of the sample
-        extent = (-h / 2, fov - h / 2, -h / 2, fov - h / 2)
+    extent = observation.extent(cfg)  # the image's window, sites or plaquettes (vortices at (i + 1/2) h)
+    inside = [(v[:, 0] >= extent[0]) & (v[:, 0] < extent[1]) & (v[:, 1] >= extent[2]) & (v[:, 1] < extent[3])
+              for v in vortices]
     names = observation.channel_names
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
     for ax, ch, img in zip(axes[0], names, image, strict=True):
         ax.imshow(img.T, origin="lower", extent=extent, cmap="viridis")
         comps = [int(ch[-1]) - 1] if ch[-1] in "12" else list(range(cfg.components))
         for a, marker in zip(comps, ("o", "s"), strict=False):
-            v = vortices[a]
+            v = vortices[a][inside[a]]
             ax.scatter(v[:, 0], v[:, 1], s=30, marker=marker, facecolors="none", edgecolors="w", linewidths=1.2,
                        label=f"vortices ψ{a + 1} ({len(v)})")
         ax.set_title(ch)
@@ -308,6 +306,9 @@ def _run_bank_info(args: argparse.Namespace) -> int:
           f"{info['samples_filled']}/{info['n']} samples (chunk size {info['chunk_size']})")
     print(f"prior     {bounds}")
     print(f"x         {tuple(info['x_shape'])} channels {info['simulator']['channels']}")
+    if info["simulator"].get("observation"):
+        settings = {k: v for k, v in info["simulator"]["observation"].items() if k != "name"}
+        print(f"observed  {info['simulator']['observation']['name']} {json.dumps(settings, sort_keys=True)}")
     print(f"config    {json.dumps(cfg, sort_keys=True)}")
     print(f"hash      {info['config_hash']}")
     print(f"seed      {info['seed']}  batch size {info['batch_size']}  glsbi {info['package_version']}")

@@ -438,7 +438,10 @@ class DemoFigure:
         self.figure = fig = figure
 
         with_post = model.posterior is not None
-        grid = fig.add_gridspec(1, 4 if with_post else 3, left=0.04, right=0.97, top=0.90, bottom=0.40, wspace=0.35)
+        show_x = not isinstance(model.observation, Observation)  # an instrument: draw what the posterior reads
+        ncols = 3 + show_x + with_post
+        wspace = 0.35 if ncols < 5 else 0.5
+        grid = fig.add_gridspec(1, ncols, left=0.04, right=0.97, top=0.90, bottom=0.40, wspace=wspace)
         self.images = {}
         self._markers = {}
         titles = {"rho1": "|ψ1|²", "rho2": "|ψ2|²", "bz": "B_z"}
@@ -454,9 +457,19 @@ class DemoFigure:
                 self._markers[name] = ax.scatter(
                     [], [], s=28, marker="o" if name == "rho1" else "s", facecolors="none", linewidths=1.1
                 )
+        if show_x:
+            ax = fig.add_subplot(grid[0, 3])
+            _, px, py = model.observation.x_shape(model.config)
+            im = ax.imshow(np.zeros((py, px)), origin="lower", extent=model.observation.extent(model.config),
+                           cmap="magma")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"observed: {model.observation.channel_names[0]}", fontsize=10)
+            self.images["x"] = im
         self.posterior_image = self.truth_marker = self.map_marker = None
         if with_post:
-            ax = fig.add_subplot(grid[0, 3])
+            ax = fig.add_subplot(grid[0, ncols - 1])
             (e_lo, e_hi), (b_lo, b_hi) = model.bounds["eta"], model.bounds["field"]
             self.posterior_image = ax.imshow(
                 np.zeros((2, 2)), origin="lower", extent=(e_lo, e_hi, b_lo, b_hi), aspect="auto", cmap="viridis"
@@ -486,8 +499,9 @@ class DemoFigure:
 
     @staticmethod
     def figsize(model: DemoModel) -> tuple[float, float]:
-        """Figure size in inches for ``model`` (wider with a posterior panel)."""
-        return (16.0, 6.8) if model.posterior is not None else (12.5, 6.8)
+        """Figure size in inches for ``model`` (wider with a posterior panel and an instrument's image)."""
+        extra = (model.posterior is not None) + (not isinstance(model.observation, Observation))
+        return (12.5 + 3.5 * extra, 6.8)
 
     # -- events -----------------------------------------------------------------------------
     def _on_slider(self, _value: float) -> None:
@@ -534,6 +548,11 @@ class DemoFigure:
 
     def _show(self, frame: Frame) -> None:
         h = self.model.config.h
+        if "x" in self.images:  # the instrument's image, first channel
+            img = frame.x[0]
+            self.images["x"].set_data(img.T)
+            lo, hi = float(img.min()), float(img.max())
+            self.images["x"].set_clim(lo, hi if hi > lo else lo + 1e-12)
         for name, img in (("rho1", frame.rho[0]), ("rho2", frame.rho[1]), ("bz", frame.bz)):
             im = self.images[name]
             im.set_data(img.T)

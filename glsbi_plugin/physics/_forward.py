@@ -101,6 +101,11 @@ class Observation:
         meas = dataclasses.asdict(self.measurement) if self.measurement else None
         return {"name": self.name, "channels": list(self.channels), "measurement": meas}
 
+    def extent(self, cfg: TDGLConfig) -> tuple[float, float, float, float]:
+        """``(x0, x1, y0, y1)`` of the image in length units (sites' cells, ``[(i-½)h, (i+½)h)``)."""
+        h, (nx, ny) = cfg.h, cfg.shape
+        return (-h / 2, nx * h - h / 2, -h / 2, ny * h - h / 2)
+
     def x_shape(self, cfg: TDGLConfig) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image of this observation on ``cfg``'s grid."""
         f = self.measurement.downsample if self.measurement else 1

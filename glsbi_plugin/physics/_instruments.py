@@ -47,6 +47,7 @@ from typing import Any, ClassVar, Union
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 from ._config import TDGLConfig, TDGLParams
@@ -120,6 +121,8 @@ class _Instrument:
     """Shared pixel grid, checks and (de)serialisation of the instruments."""
 
     name: ClassVar[str]
+    #: Where the fields it reads live: ``"sites"`` (densities) or ``"plaquettes"`` (B_z, windings).
+    grid: ClassVar[str] = "sites"
     pixels: int | None = None
     field_of_view: float | None = None
 
@@ -164,6 +167,14 @@ class _Instrument:
                     f"h={cfg.h:g}); allowed (0, {side:g}]"
                 )
 
+    def extent(self, cfg: TDGLConfig) -> tuple[float, float, float, float]:
+        """``(x0, x1, y0, y1)`` of the image in length units (an ``imshow`` extent): the window, or the
+        sample's cells (sites own ``[(i-½)h, (i+½)h)``, plaquettes ``[ih, (i+1)h)``)."""
+        offset = -cfg.h / 2 if self.grid == "sites" else 0.0
+        win = self._window(cfg)
+        lx, ly = (cfg.shape[0] * cfg.h, cfg.shape[1] * cfg.h) if win is None else (win[0], win[0])
+        return (offset, offset + lx, offset, offset + ly)
+
     def x_shape(self, cfg: TDGLConfig) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image on ``cfg``'s sample."""
         win = self._window(cfg)
@@ -174,13 +185,13 @@ class _Instrument:
     def channel_names(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _resample(self, image: jax.Array, cfg: TDGLConfig, on: str) -> jax.Array:
-        """``(C, nx, ny)`` → ``(C, px, py)`` by area weights; ``on`` is ``"sites"`` or ``"plaquettes"``."""
+    def _resample(self, image: jax.Array, cfg: TDGLConfig) -> jax.Array:
+        """``(C, nx, ny)`` → ``(C, px, py)`` by area weights over the cells of :attr:`grid`."""
         win = self._window(cfg)
         if win is None:
             return image
         fov, px, py = win
-        offset = -cfg.h / 2 if on == "sites" else 0.0
+        offset = -cfg.h / 2 if self.grid == "sites" else 0.0
         rx = jnp.asarray(_resample_matrix(cfg.shape[0], cfg.h, offset, fov, px), image.dtype)
         ry = jnp.asarray(_resample_matrix(cfg.shape[1], cfg.h, offset, fov, py), image.dtype)
         return jnp.einsum("ai,cij,bj->cab", rx, image, ry)
@@ -291,7 +302,7 @@ class STM(_Instrument):
         sigma = _draw(self.blur, k_blur, dt)
         kx, ky = _wavenumbers(cfg, dt)
         image = _filter(image, jnp.exp(-0.5 * sigma**2 * (kx**2 + ky**2)))
-        image = _standardise(self._resample(image, cfg, "sites"))
+        image = _standardise(self._resample(image, cfg))
         snr = _draw(self.snr, k_snr, dt)
         image = image + jax.random.normal(k_noise, image.shape, dt) / snr
         return _standardise(image).astype(jnp.float32)
@@ -304,7 +315,9 @@ class SQUID(_Instrument):
     Attributes:
         height: Height z of the pick-up loop above the surface (length units).
         loop: Gaussian width of the pick-up loop's point-spread function (0: a point probe).
-        snr: Std of the noiseless map over std of the noise (``inf``: none).
+        snr: Std of the noiseless map over std of the noise (``inf``: none). The noise thus scales
+            with each map's contrast; a probe's fixed flux noise in flux quanta per area is
+            ``std(map)/snr`` of a typical map.
         standardise: Report each map with zero mean and unit variance instead of flux quanta per
             unit area (:math:`B/2\pi`).
         pixels: Instrument pixels per side (default: the simulation grid over the field of view).
@@ -320,6 +333,7 @@ class SQUID(_Instrument):
     """
 
     name: ClassVar[str] = "squid"
+    grid: ClassVar[str] = "plaquettes"
     height: Setting = 1.0
     loop: Setting = 0.5
     snr: Setting = 20.0
@@ -355,7 +369,7 @@ class SQUID(_Instrument):
         z, loop = _draw(self.height, k_z, dt), _draw(self.loop, k_loop, dt)
         transfer = q / (q + k) * jnp.exp(-k * z - 0.5 * loop**2 * k**2)
         b = _filter(jnp.asarray(fields["bz"], dt)[None] / (2 * jnp.pi), transfer)
-        b = self._resample(b, cfg, "plaquettes")
+        b = self._resample(b, cfg)
         snr = _draw(self.snr, k_snr, dt)
         b = b + jax.random.normal(k_noise, b.shape, dt) * b.std(axis=(1, 2), keepdims=True) / snr
         return (_standardise(b) if self.standardise else b).astype(jnp.float32)
@@ -374,7 +388,10 @@ class Decoration(_Instrument):
         field_of_view: Side of the square window imaged (length units; default the whole sample).
 
     The image is :math:`\sum_v |n_v| \exp(-|\mathbf r - \mathbf r_v - \delta_v|^2 / 2w^2)` with
-    minimum-image distances on the torus, :math:`\delta_v \sim N(0, \text{jitter}^2)`.
+    minimum-image distances on the torus, :math:`\delta_v \sim N(0, \text{jitter}^2)`, averaged
+    over each pixel's area exactly (differences of :math:`\operatorname{erf}` at the pixel edges),
+    so a blob keeps its integral :math:`2\pi w^2|n_v|` on any pixel grid. :meth:`positions` gives
+    the same jittered positions as coordinates.
 
     Example:
         >>> import jax
@@ -386,6 +403,7 @@ class Decoration(_Instrument):
     """
 
     name: ClassVar[str] = "decoration"
+    grid: ClassVar[str] = "plaquettes"
     band: int = 1
     jitter: Setting = 0.0
     blob: Setting = 1.0
@@ -410,32 +428,51 @@ class Decoration(_Instrument):
             raise ValueError(f"band={self.band}: a {cfg.components}-band config has no band {self.band}")
         super().check(cfg)
 
+    def _jittered(self, cfg: TDGLConfig, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(vx, vy, w)``: every plaquette centre displaced by its jitter draw, and the blob width."""
+        dt = cfg.real_dtype
+        k_jit, k_blob, k_pos = jax.random.split(_need_key(key), 3)
+        nx, ny = cfg.shape
+        i, j = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+        d = jax.random.normal(k_pos, (2, nx * ny), dt) * _draw(self.jitter, k_jit, dt)
+        vx = jnp.asarray((i.reshape(-1) + 0.5) * cfg.h, dt) + d[0]
+        vy = jnp.asarray((j.reshape(-1) + 0.5) * cfg.h, dt) + d[1]
+        return vx, vy, _draw(self.blob, k_blob, dt)
+
+    def positions(self, fields: Mapping[str, Any], cfg: TDGLConfig, key: jax.Array) -> np.ndarray:
+        """The decorated vortices as coordinates: a ``(k, 3)`` float64 array of ``(x, y, n)``, the
+        jittered positions (wrapped onto the torus) that :meth:`measure` renders with the same key."""
+        vx, vy, _ = self._jittered(cfg, key)
+        n = np.asarray(fields[f"winding{self.band}"]).reshape(-1)
+        keep = np.nonzero(np.rint(n))[0]
+        lx, ly = cfg.shape[0] * cfg.h, cfg.shape[1] * cfg.h
+        x = np.mod(np.asarray(vx, np.float64)[keep], lx)
+        y = np.mod(np.asarray(vy, np.float64)[keep], ly)
+        return np.stack([x, y, np.rint(n[keep])], axis=1)
+
     def measure(
         self, fields: Mapping[str, jax.Array], params: TDGLParams, cfg: TDGLConfig, key: jax.Array | None
     ) -> jax.Array:
         dt = cfg.real_dtype
-        k_jit, k_blob, k_pos = jax.random.split(_need_key(key), 3)
         n = jnp.abs(jnp.asarray(fields[f"winding{self.band}"], dt)).reshape(-1)
+        vx, vy, w = self._jittered(cfg, key)
         nx, ny = cfg.shape
-        h = cfg.h
-        i, j = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-        jitter = _draw(self.jitter, k_jit, dt)
-        d = jax.random.normal(k_pos, (2, nx * ny), dt) * jitter
-        vx = jnp.asarray((i.reshape(-1) + 0.5) * h, dt) + d[0]
-        vy = jnp.asarray((j.reshape(-1) + 0.5) * h, dt) + d[1]
         win = self._window(cfg)
-        lx, ly, px, py = (nx * h, ny * h, nx, ny) if win is None else (win[0], win[0], win[1], win[2])
+        lx, ly, px, py = (nx * cfg.h, ny * cfg.h, nx, ny) if win is None else (win[0], win[0], win[1], win[2])
         cx = jnp.asarray((np.arange(px) + 0.5) * (lx / px), dt)  # pixel centres (plaquette centres by default)
         cy = jnp.asarray((np.arange(py) + 0.5) * (ly / py), dt)
-        w = _draw(self.blob, k_blob, dt)
-        gx = _periodic_gauss(cx[:, None] - vx[None, :], nx * h, w)
-        gy = _periodic_gauss(cy[:, None] - vy[None, :], ny * h, w)
+        gx = _pixel_gauss(cx[:, None] - vx[None, :], lx / px, nx * cfg.h, w)
+        gy = _pixel_gauss(cy[:, None] - vy[None, :], ly / py, ny * cfg.h, w)
         return jnp.einsum("ap,p,bp->ab", gx, n, gy)[None].astype(jnp.float32)
 
 
-def _periodic_gauss(d: jax.Array, length: float, w: jax.Array) -> jax.Array:
-    d = d - length * jnp.round(d / length)  # minimum image
-    return jnp.exp(-0.5 * (d / w) ** 2)
+def _pixel_gauss(d: jax.Array, width: float, length: float, w: jax.Array) -> jax.Array:
+    """Mean of :math:`e^{-u^2/2w^2}` over a pixel of ``width`` centred at minimum-image offset ``d``."""
+    d = d - length * jnp.round(d / length)
+    s = jnp.sqrt(jnp.asarray(2.0, d.dtype)) * w
+    half = jnp.asarray(width / 2, d.dtype)
+    erf = jax.scipy.special.erf
+    return (erf((d + half) / s) - erf((d - half) / s)) * (s * jnp.sqrt(jnp.pi) / 4) / half
 
 
 def _need_key(key: jax.Array | None) -> jax.Array:
