@@ -163,18 +163,23 @@ class _RatioAdapter(_Adapter):
         return log_r + log_prior
 
 
-class _ZukoFlowAdapter(_Adapter):
-    """sbi's zuko flows (NPE with ``model="zuko_*"``): the flow's ``log_prob`` given the embedded x."""
+class _FlowAdapter(_Adapter):
+    """What sbi's flow wrappers share: a normalised posterior density, one observation at a time."""
 
     kind = "flow"
     potential_cls = PosteriorBasedPotential
     iid_trials = False
-    estimator: ZukoFlow
 
     @property
     def embedding_net(self) -> nn.Module:
         """``estimator.embedding_net`` (public on sbi's wrapper)."""
         return self.estimator.embedding_net
+
+
+class _ZukoFlowAdapter(_FlowAdapter):
+    """sbi's zuko flows (NPE with ``model="zuko_*"``): the flow's ``log_prob`` given the embedded x."""
+
+    estimator: ZukoFlow
 
     @torch.no_grad()
     def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
@@ -193,18 +198,10 @@ class _ZukoFlowAdapter(_Adapter):
         return self.estimator.net(emb[:1]).log_prob(theta)
 
 
-class _NFlowsFlowAdapter(_Adapter):
+class _NFlowsFlowAdapter(_FlowAdapter):
     """sbi's nflows flows (NPE with ``model="maf"``, ``"nsf"``, ...): the flow's density given the embedded x."""
 
-    kind = "flow"
-    potential_cls = PosteriorBasedPotential
-    iid_trials = False
     estimator: NFlowsFlow
-
-    @property
-    def embedding_net(self) -> nn.Module:
-        """``estimator.embedding_net`` (public on sbi's wrapper)."""
-        return self.estimator.embedding_net
 
     @torch.no_grad()
     def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
