@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-__all__ = ["as_batched_x", "as_tensor_2d", "box_bounds", "check_count", "check_theta"]
+__all__ = ["as_batched_x", "as_tensor_2d", "box_bounds", "check_count", "check_theta", "is_int"]
 
 
 def check_theta(
@@ -155,3 +155,8 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}={value}: must be >= {minimum}")
     return int(value)
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is a Python integer (``True``/``False`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -102,6 +102,12 @@ def make_prior(
         ValueError: an unknown name, a name without bounds, or ``low >= high``.
     """
     lows, highs = zip(*(_bounds_for(n, bounds) for n in _check_names(names)), strict=True)
+    return _box(lows, highs, device)
+
+
+def _box(lows: Sequence[float], highs: Sequence[float], device: str) -> BoxUniform:
+    """The float32 ``BoxUniform`` over ``[lows, highs]`` (the one prior :func:`make_prior` and
+    :meth:`TDGLSimulator.prior` build)."""
     return BoxUniform(torch.tensor(lows, dtype=torch.float32), torch.tensor(highs, dtype=torch.float32), device=device)
 
 
@@ -195,9 +201,7 @@ class TDGLSimulator:
     def prior(self, device: str = "cpu") -> BoxUniform:
         """The uniform prior over the box ``[low, high]`` this simulator accepts (an sbi ``BoxUniform``,
         float32): the two cannot disagree."""
-        return BoxUniform(
-            torch.tensor(self.low, dtype=torch.float32), torch.tensor(self.high, dtype=torch.float32), device=device
-        )
+        return _box(self.low, self.high, device)
 
     # -- simulation -------------------------------------------------------------------------
     def __call__(self, theta: Tensor, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -240,20 +244,7 @@ class TDGLSimulator:
             raise ValueError(f"seeds must have shape ({n},), one per theta row; got {seeds.shape}")
         if n == 0:
             return torch.empty((0, *self.x_shape), dtype=torch.float32)
-        th = theta_t.numpy()  # check_theta returned float32 on the CPU
-        # widths are powers of two up to batch_size: at most log2(batch_size) + 1 compilations
-        b = min(self.batch_size, 1 << (n - 1).bit_length())
-        outs = []
-        for start in range(0, n, b):
-            chunk, sd = th[start : start + b], seeds[start : start + b]
-            m = chunk.shape[0]
-            if m < b:  # pad: one compiled program for every batch
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - m, 0)])
-                sd = np.concatenate([sd, np.repeat(sd[-1:], b - m)])
-            inputs = (jnp.asarray(chunk), jnp.asarray(sd, dtype=jnp.uint32))
-            x = self._run(*(shard_batch(*inputs) if shard else inputs))
-            outs.append(x[:m])
-        x = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+        x = self._batched(self._run, theta_t.numpy(), seeds, shard=shard)  # θ: float32 on the CPU
         out = to_torch(x).cpu()  # sbi's contract: x on the host, like θ (a no-op on CPU)
         bad = ~torch.isfinite(out).flatten(1).all(1)
         if bad.any():
@@ -264,6 +255,23 @@ class TDGLSimulator:
                 bad.nonzero().flatten()[:5].tolist(),
             )
         return out
+
+    def _batched(self, run, theta: np.ndarray, seeds: np.ndarray, *rest: np.ndarray, shard: bool = True) -> jax.Array:  # noqa: ANN001
+        """``run(theta, seeds, *rest)`` over batches of ``batch_size`` rows. Widths are powers of two
+        up to ``batch_size`` and a short batch is padded by repeating its last row, so ``run`` is
+        compiled at most ``log2(batch_size) + 1`` times whatever the row counts."""
+        n = theta.shape[0]
+        b = min(self.batch_size, 1 << (n - 1).bit_length())
+        outs = []
+        for start in range(0, n, b):
+            arrays = [a[start : start + b] for a in (theta, seeds, *rest)]
+            m = arrays[0].shape[0]
+            if m < b:  # pad: one compiled program for every batch
+                arrays = [np.concatenate([a, np.repeat(a[-1:], b - m, 0)]) for a in arrays]
+            inputs = [jnp.asarray(a, dtype=jnp.uint32) if i == 1 else jnp.asarray(a) for i, a in enumerate(arrays)]
+            x = run(*(shard_batch(*inputs) if shard else inputs))
+            outs.append(x[:m])
+        return jnp.concatenate(outs) if len(outs) > 1 else outs[0]
 
     @functools.cached_property
     def _run(self):  # noqa: ANN202 - a jitted closure
@@ -315,8 +323,7 @@ class TDGLSimulator:
             self._derive_runners[observation] = _derive_runner(
                 self.config, self.names, self.base, self.channels, observation
             )
-        run = self._derive_runners[observation]
-        out = run(jnp.asarray(theta_t.numpy()), jnp.asarray(seeds, dtype=jnp.uint32), jnp.asarray(x.numpy()))
+        out = self._batched(self._derive_runners[observation], theta_t.numpy(), seeds, x.numpy(), shard=False)
         return to_torch(out).cpu()
 
     @functools.cached_property
@@ -394,14 +401,15 @@ def make_simulator(
     lows, highs = zip(*(_bounds_for(n, bounds) for n in names), strict=True)
     obs = make_observation(observation) if isinstance(observation, str) else observation
     instrument = None
-    if isinstance(obs, Observation):
+    if obs is not None:
         if tuple(channels) != ("rho1", "rho2") or measurement is not None:
-            raise ValueError("give channels/measurement or an ideal observation, not both")
-        channels, measurement = obs.channels, obs.measurement
-    elif obs is not None:
-        if tuple(channels) != ("rho1", "rho2") or measurement is not None:
-            raise ValueError(f"channels/measurement apply to the ideal observation, not to {obs.name!r}")
-        instrument = obs
+            raise ValueError(
+                f"channels/measurement apply to the ideal observation: give them or observation={obs.name!r}, not both"
+            )
+        if isinstance(obs, Observation):
+            channels, measurement = obs.channels, obs.measurement
+        else:
+            instrument = obs
     return TDGLSimulator(
         config=config or DEFAULT_CONFIG,
         base=base if base is not None else presets.type15(),

@@ -322,7 +322,7 @@ def _run_bank_info(args: argparse.Namespace) -> int:
 # -- glsbi quickstart -----------------------------------------------------------------------
 @command("quickstart", help="the main job: simulate a bank, train NRE, infer, check coverage, plot")
 def _quickstart_parser(p: argparse.ArgumentParser) -> None:
-    from .quickstart import QuickstartSettings
+    from .quickstart import NAMES, QuickstartSettings
 
     d = QuickstartSettings()
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
@@ -337,7 +337,7 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     when.add_argument("--steps", type=_int_at_least(1), default=None, help="time steps instead of --t-final")
     p.add_argument("--bound", nargs=3, action="append", default=[], metavar=("NAME", "LOW", "HIGH"),
                    help="prior bounds of eta or field (repeatable; default " + ", ".join(
-                       f"{n} {lo:g} {hi:g}" for n, (lo, hi) in zip(("eta", "field"), d.bounds, strict=True)) + ")")
+                       f"{n} {lo:g} {hi:g}" for n, (lo, hi) in zip(NAMES, d.bounds, strict=True)) + ")")
     p.add_argument("--num-simulations", type=_int_at_least(10), default=d.num_simulations,
                    help=f"bank size (default {d.num_simulations})")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=d.chunk_size,
@@ -366,13 +366,13 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .quickstart import QuickstartSettings, run_quickstart
+    from .quickstart import NAMES, QuickstartSettings, run_quickstart
 
     torch.set_num_threads(args.threads or min(os.cpu_count() or 1, 4))
-    bounds = dict(zip(("eta", "field"), QuickstartSettings().bounds, strict=True))
-    bounds.update(_parse_bounds(args.bound, ("eta", "field"), "the quickstart's parameters"))
+    bounds = dict(zip(NAMES, QuickstartSettings().bounds, strict=True))
+    bounds.update(_parse_bounds(args.bound, NAMES, "the quickstart's parameters"))
     settings = QuickstartSettings(
-        size=args.size, t_final=args.t_final, steps=args.steps, bounds=(bounds["eta"], bounds["field"]),
+        size=args.size, t_final=args.t_final, steps=args.steps, bounds=tuple(bounds[n] for n in NAMES),
         num_simulations=args.num_simulations, chunk_size=args.chunk_size,
         method=args.method, max_epochs=args.max_epochs, theta_true=tuple(args.theta), seed=args.seed,
         observation=_observation(args),

@@ -40,6 +40,9 @@ from ..store import SimulationBank
 
 logger = logging.getLogger(__name__)
 
+#: θ of the main job, in column order (``QuickstartSettings.bounds`` follows it).
+NAMES = ("eta", "field")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class QuickstartSettings:
@@ -69,7 +72,7 @@ class QuickstartSettings:
     size: int = 48
     t_final: float | None = None
     steps: int | None = None
-    bounds: tuple[tuple[float, float], tuple[float, float]] = (DEFAULT_BOUNDS["eta"], DEFAULT_BOUNDS["field"])
+    bounds: tuple[tuple[float, float], tuple[float, float]] = tuple(DEFAULT_BOUNDS[n] for n in NAMES)  # type: ignore[assignment]
     num_simulations: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
@@ -110,7 +113,7 @@ def run_quickstart(
     torch.manual_seed(s.seed)
     timings: dict[str, float] = {}
 
-    names = ("eta", "field")
+    names = NAMES
     simulator = make_simulator(names, config=s.simulator_config(), bounds=dict(zip(names, s.bounds, strict=True)),
                                observation=s.observation, batch_size=s.chunk_size)
     prior = simulator.prior()

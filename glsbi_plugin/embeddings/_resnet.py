@@ -16,6 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .._validation import is_int
+
 __all__ = ["EmbeddingConfig", "ResNetGAP"]
 
 PaddingMode = Literal["circular", "zeros", "reflect"]
@@ -30,10 +32,6 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
 }
 _MAX_GROUPS = 8
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,15 +62,15 @@ class EmbeddingConfig:
     downsample: bool = False
 
     def __post_init__(self) -> None:
-        if not _is_int(self.features) or self.features < 1:
+        if not is_int(self.features) or self.features < 1:
             raise ValueError(f"features={self.features!r}: must be an integer >= 1")
         if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, Sequence):
             raise ValueError(f"widths={self.widths!r}: must be a non-empty sequence of integers >= 1")
         widths = tuple(self.widths)
-        if not widths or not all(_is_int(w) and w >= 1 for w in widths):
+        if not widths or not all(is_int(w) and w >= 1 for w in widths):
             raise ValueError(f"widths={self.widths!r}: must be a non-empty sequence of integers >= 1")
         object.__setattr__(self, "widths", widths)
-        if not _is_int(self.blocks_per_stage) or self.blocks_per_stage < 1:
+        if not is_int(self.blocks_per_stage) or self.blocks_per_stage < 1:
             raise ValueError(f"blocks_per_stage={self.blocks_per_stage!r}: must be an integer >= 1")
         if self.padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode={self.padding_mode!r}: allowed values are {_PADDING_MODES}")
@@ -213,7 +211,7 @@ class ResNetGAP(nn.Module):
         downsample: bool = False,
     ) -> None:
         super().__init__()
-        if not _is_int(in_channels) or in_channels < 1:
+        if not is_int(in_channels) or in_channels < 1:
             raise ValueError(f"in_channels={in_channels!r}: must be an integer >= 1")
         self.in_channels = in_channels
         self.config = EmbeddingConfig(

@@ -41,7 +41,7 @@ from sbi.utils.tracking import TensorBoardTracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from .._validation import box_bounds, check_theta
+from .._validation import box_bounds, check_theta, is_int
 from ..embeddings import EmbeddingConfig
 
 __all__ = [
@@ -90,14 +90,10 @@ _ZUKO_AUTOREGRESSIVE = ("zuko_maf", "zuko_nsf", "zuko_naf", "zuko_unaf", "zuko_s
 _NFLOWS_RESIDUAL = ("maf", "maf_rqs", "nsf")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_int(name: str, value: Any, low: int, *, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if not _is_int(value) or value < low:
+    if not is_int(value) or value < low:
         none = " or None" if optional else ""
         raise ValueError(f"{name}={value!r}: must be an integer >= {low}{none}")
 

@@ -175,12 +175,6 @@ class _FlowAdapter(_Adapter):
         """``estimator.embedding_net`` (public on sbi's wrapper)."""
         return self.estimator.embedding_net
 
-
-class _ZukoFlowAdapter(_FlowAdapter):
-    """sbi's zuko flows (NPE with ``model="zuko_*"``): the flow's ``log_prob`` given the embedded x."""
-
-    estimator: ZukoFlow
-
     @torch.no_grad()
     def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
         """The flow's normalised ``log q(θ | x)`` (sbi's ``PosteriorBasedPotential`` inside the prior's box).
@@ -193,9 +187,22 @@ class _ZukoFlowAdapter(_FlowAdapter):
         Returns:
             Log densities ``(T,)``.
         """
+        return self._log_q(theta, emb[:1])
+
+    def _log_q(self, theta: Tensor, emb: Tensor) -> Tensor:
+        """``log q(θ | x)`` ``(T,)`` from one embedded observation ``emb`` ``(1, F)``."""
+        raise NotImplementedError
+
+
+class _ZukoFlowAdapter(_FlowAdapter):
+    """sbi's zuko flows (NPE with ``model="zuko_*"``): the flow's ``log_prob`` given the embedded x."""
+
+    estimator: ZukoFlow
+
+    def _log_q(self, theta: Tensor, emb: Tensor) -> Tensor:
         # ``estimator.net`` is the zuko ``Flow``; called on an embedded context it returns the
         # conditional distribution (zuko's public API), as ``ZukoFlow.log_prob`` does internally.
-        return self.estimator.net(emb[:1]).log_prob(theta)
+        return self.estimator.net(emb).log_prob(theta)
 
 
 class _NFlowsFlowAdapter(_FlowAdapter):
@@ -203,22 +210,11 @@ class _NFlowsFlowAdapter(_FlowAdapter):
 
     estimator: NFlowsFlow
 
-    @torch.no_grad()
-    def log_density(self, theta: Tensor, emb: Tensor, features: _ThetaFeatures | None = None) -> Tensor:
-        """The flow's normalised ``log q(θ | x)`` (sbi's ``PosteriorBasedPotential`` inside the prior's box).
-
-        Args:
-            theta: Parameters ``(T, d)``.
-            emb: Embedded observation ``(1, F)`` (only the first row is used).
-            features: Unused.
-
-        Returns:
-            Log densities ``(T,)``.
-        """
+    def _log_q(self, theta: Tensor, emb: Tensor) -> Tensor:
         # nflows' ``Flow.log_prob(θ, context)`` always runs its embedding net on ``context`` and has no
         # public entry point taking an already embedded one, so this repeats ``Flow._log_prob`` after
         # its embedding step, through the private ``_transform`` and ``_distribution`` (nflows 0.14).
-        flow, ctx = self.estimator.net, emb[:1].expand(len(theta), -1)
+        flow, ctx = self.estimator.net, emb.expand(len(theta), -1)
         noise, logabsdet = flow._transform(theta, context=ctx)
         return flow._distribution.log_prob(noise, context=ctx) + logabsdet
 

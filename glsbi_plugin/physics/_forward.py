@@ -142,11 +142,12 @@ AnyObservation = Union[Observation, STM, SQUID, Decoration]  # noqa: UP007 - a r
 def observation_from_dict(d: dict[str, Any]) -> AnyObservation:
     """Rebuild an observation from its ``to_dict()``."""
     if d.get("name") == "ideal":
-        unknown = sorted(set(d) - {"name", "channels", "measurement"})
-        if unknown:
-            raise ValueError(f"ideal: unknown settings {unknown}; allowed: ['channels', 'measurement']")
-        meas = d.get("measurement")
-        return Observation(channels=tuple(d["channels"]), measurement=Measurement(**meas) if meas else None)
+        settings = {k: v for k, v in d.items() if k != "name"}
+        if "channels" in settings:
+            settings["channels"] = tuple(settings["channels"])
+        if settings.get("measurement"):
+            settings["measurement"] = Measurement(**settings["measurement"])
+        return make_observation("ideal", **settings)
     return instrument_from_dict(d)
 
 

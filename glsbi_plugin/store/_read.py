@@ -247,11 +247,8 @@ class BankReader:
 
         idx = self._select(split, **split_kwargs)
         thetas, xs = [], []
-        seeds_arr = self.group["seeds"]
-        for rows, (theta, x) in zip(_chunks_of(idx, self.chunk_size), _read_rows(self.group, idx, self.chunk_size),
-                                    strict=True):
+        for theta, x, seeds in _read_rows(self.group, idx, self.chunk_size, seeds=observation is not None):
             if observation is not None:
-                seeds = seeds_arr[int(rows[0]) : int(rows[-1]) + 1][rows - rows[0]]
                 x = self.simulator.derive(observation, torch.from_numpy(theta), seeds, torch.from_numpy(x)).numpy()
             thetas.append(theta)
             xs.append(x)
@@ -295,27 +292,23 @@ class BankReader:
         return DataLoader(ds, batch_size=None, num_workers=num_workers, multiprocessing_context=context)
 
 
-def _chunks_of(idx: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
-    """The sorted rows of ``idx`` grouped by chunk, in the order :func:`_read_rows` yields them."""
-    idx = np.sort(idx)
-    for c in np.unique(idx // chunk_size):
-        lo, hi = np.searchsorted(idx, [c * chunk_size, (c + 1) * chunk_size])
-        if hi > lo:
-            yield idx[lo:hi]
-
-
-def _read_rows(group: zarr.Group, idx: np.ndarray, chunk_size: int, order: np.ndarray | None = None) -> Iterator:
-    """Yield ``(theta, x)`` numpy blocks of the rows ``idx``, one chunk at a time."""
+def _read_rows(
+    group: zarr.Group, idx: np.ndarray, chunk_size: int, order: np.ndarray | None = None, *, seeds: bool = False
+) -> Iterator:
+    """Yield ``(theta, x, seeds)`` numpy blocks of the rows ``idx``, one chunk at a time (``seeds``
+    is None unless asked for: the simulation seeds that derived observations need)."""
     idx = np.sort(idx)
     chunks = np.unique(idx // chunk_size) if order is None else order
     theta_arr, x_arr = group["theta"], group["x"]  # open the arrays once
+    seeds_arr = group["seeds"] if seeds else None
     for c in chunks:
         lo, hi = np.searchsorted(idx, [c * chunk_size, (c + 1) * chunk_size])
         rows = idx[lo:hi]
         if rows.size == 0:
             continue
         s, e = int(rows[0]), int(rows[-1]) + 1
-        yield theta_arr[s:e][rows - s], x_arr[s:e][rows - s]
+        sd = None if seeds_arr is None else seeds_arr[s:e][rows - s]
+        yield theta_arr[s:e][rows - s], x_arr[s:e][rows - s], sd
 
 
 class _ChunkDataset(IterableDataset):
@@ -351,7 +344,7 @@ class _ChunkDataset(IterableDataset):
         buf_t: list[np.ndarray] = []
         buf_x: list[np.ndarray] = []
         held = 0
-        for theta, x in _read_rows(group, self.idx, self.chunk_size, order=chunks):
+        for theta, x, _ in _read_rows(group, self.idx, self.chunk_size, order=chunks):
             if self.shuffle:
                 p = rng.permutation(len(theta))
                 theta, x = theta[p], x[p]
