@@ -142,3 +142,32 @@ def test_hash_noise_is_white_and_unit_variance():
     assert abs(np.corrcoef(draws[:, :, :-1].ravel(), draws[:, :, 1:].ravel())[0, 1]) < 0.01  # neighbours
     other = np.asarray(hash_uniform(jnp.asarray([12346, 678], jnp.uint32), 0, (6, 64, 64), jnp.float64))
     assert abs(np.corrcoef(other.ravel(), draws[0].ravel())[0, 1]) < 0.01  # seeds
+
+
+@pytest.mark.parametrize("drag", [None, 0.4])
+def test_current_vorticity_obeys_stokes_and_ampere_and_marks_vortex_cores(drag):
+    """The "curlj" channel (∇×J)_z: its integral over the torus vanishes (lattice Stokes), in a
+    relaxed state it equals −ΔB/e² (Ampère, the drag's cross current included) and its largest values
+    sit on the vortex plaquettes, with a negative ring around them."""
+    from glsbi_plugin.physics import current_vorticity, observe
+
+    nx, h, n_phi = 24, 0.5, 3
+    field = 2 * np.pi * n_phi / (nx * nx * h * h)
+    cfg = TDGLConfig(shape=(nx, nx), steps=2300, dt=0.07, thermal=False, dtype="float64")
+    p = presets.type15(eta=0.3, field=field, drag=drag, T=0.0).astype(jnp.float64)
+    s = simulate(p, jax.random.key(1), cfg)
+    cj = np.asarray(current_vorticity(s, p, cfg))
+    np.testing.assert_array_equal(np.asarray(observe(s, p, cfg, ("curlj",)))[0], cj)
+    assert abs(cj.sum() * h * h) < 1e-10 * np.abs(cj).max()
+    b = np.asarray(field_map(s, p, cfg))
+    lap_b = (np.roll(b, 1, 0) + np.roll(b, -1, 0) + np.roll(b, 1, 1) + np.roll(b, -1, 1) - 4 * b) / h**2
+    ampere = -lap_b / float(p.e) ** 2
+    assert np.abs(cj - ampere).max() < 0.01 * np.abs(cj).max()
+    if drag is not None:  # without the cross current Ampère fails: the channel must include it
+        bare = np.asarray(current_vorticity(s, p.replace(drag=0.0), cfg))
+        assert np.abs(bare - ampere).max() > 0.1 * np.abs(cj).max()
+    w = np.asarray(winding(s, p, cfg))[0]
+    assert (w > 0).sum() == n_phi
+    top = set(map(tuple, np.argwhere(cj >= np.sort(cj.ravel())[-n_phi])))
+    assert top == set(map(tuple, np.argwhere(w > 0))), "the vorticity peaks on the vortex cores"
+    assert cj.min() < -0.02 * cj.max()

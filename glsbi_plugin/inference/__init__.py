@@ -33,6 +33,16 @@ from ._builders import (
     train,
 )
 from ._grid import GridPosterior
+from ._model_selection import (
+    ModelClassifier,
+    ModelPosterior,
+    ModelSelectionConfig,
+    Reliability,
+    auc_by_bin,
+    reliability,
+    roc_auc,
+    train_model_classifier,
+)
 
 __all__ = [
     "CLASSIFIER_MODELS",
@@ -44,11 +54,19 @@ __all__ = [
     "GridPosterior",
     "MemoryTracker",
     "Method",
+    "ModelClassifier",
+    "ModelPosterior",
+    "ModelSelectionConfig",
+    "Reliability",
     "RepeatedRowsEmbedding",
     "as_batched_x",
+    "auc_by_bin",
     "box_bounds",
     "build_inference",
     "check_theta",
     "default_estimator_config",
+    "reliability",
+    "roc_auc",
     "train",
+    "train_model_classifier",
 ]

@@ -13,7 +13,8 @@ Public face::
   :func:`make_observation` by name), :mod:`presets` (``forward_model`` holds the default numerics);
 - the quench and its state: :func:`simulate`, :func:`simulate_batch`, :func:`initial_state`,
   :func:`integrate`, :class:`State`, :func:`free_energy`;
-- observables: :func:`observe`, :func:`densities`, :func:`field_map`, :func:`plaquette_flux`,
+- observables: :func:`observe`, :func:`densities`, :func:`field_map`, :func:`current_vorticity`,
+  :func:`plaquette_flux`,
   :func:`winding`, :func:`vortex_positions`, :func:`winding_positions`;
 - configuration and checks: :class:`TDGLConfig`, :class:`TDGLParams`, :func:`check_params`,
   :func:`stability_bounds`, :func:`flux_quanta`;
@@ -28,7 +29,7 @@ variables) and the NumPy reference (``_reference``) are internal; the tests impo
 from .. import _env  # noqa: F401  (XLA defaults before jax is imported)
 from . import presets, summaries
 from ._checks import check_params, stability_bounds
-from ._config import PARAM_NAMES, TDGLConfig, TDGLConfigError, TDGLParams, flux_quanta
+from ._config import PARAM_NAMES, TDGLConfig, TDGLConfigError, TDGLParams, drag_bound, flux_quanta, kinetic_matrix
 from ._forward import (
     AnyObservation,
     ForwardKeys,
@@ -50,6 +51,7 @@ from ._observables import (
     CHANNELS,
     Measurement,
     check_channels,
+    current_vorticity,
     densities,
     field_map,
     observe,
@@ -79,7 +81,9 @@ __all__ = [
     "TDGLParams",
     "check_channels",
     "check_params",
+    "current_vorticity",
     "densities",
+    "drag_bound",
     "field_map",
     "flux_quanta",
     "forward",
@@ -90,6 +94,7 @@ __all__ = [
     "hc2_lattice",
     "initial_state",
     "integrate",
+    "kinetic_matrix",
     "length_scales",
     "observe",
     "plaquette_flux",

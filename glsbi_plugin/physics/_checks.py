@@ -16,6 +16,7 @@ from ._config import (
     TDGLConfig,
     TDGLConfigError,
     TDGLParams,
+    drag_bound,
     flux_quanta,
 )
 from ._length_scales import ground_state, potential_hessian
@@ -29,13 +30,19 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
     the linearisation about the ground state :math:`u` give
 
     .. math::
-        dt_\psi = \min_a \frac{2\Gamma_a}{8K_a/h^2 + \tfrac12\sum_b|H_{ab}|},\qquad
-        dt_a = \frac{2\sigma}{8/(e^2h^2) + \sum_a 2K_a u_a^2},
+        dt_\psi = \min_a \frac{2\Gamma_a}{8(K_a + |\nu_d|/2)/h^2 + \tfrac12\sum_b|H_{ab}|},\qquad
+        dt_a = \frac{2\sigma}{8/(e^2h^2) + \sum_a 2K_a u_a^2 + 2|\nu_d|u_1u_2},
 
     with :math:`H = \mathrm{Hess}\,V(u)` of the potential in the amplitudes (``potential_hessian``
     at :math:`|\eta|`, the ground state's phase-locked coupling). Without the
     potential and supercurrent terms these are the familiar :math:`\Gamma h^2/4K` and
     :math:`\sigma e^2h^2/4`; the extra terms matter at large η (the strong band's amplitude mode).
+    The kinetic part of the ψ rate is the checkerboard mode :math:`8/h^2` times the kinetic matrix
+    :math:`M = ((K_1, \nu_d/2), (\nu_d/2, K_2))`; its Gershgorin row sum :math:`K_a + |\nu_d|/2` is
+    the largest eigenvalue of :math:`M` when :math:`K_1 = K_2` (every preset) and an upper bound on
+    it otherwise. The drag adds :math:`2\nu_d u_1u_2\cos(\varphi_2-\varphi_1)` to the link curvature
+    of the A equation, bounded by :math:`2|\nu_d|u_1u_2`. Without drag both are the formulas above
+    at :math:`\nu_d = 0`, operation for operation.
     """
     K = np.asarray(params.K, np.float64)
     alpha = np.asarray(params.alpha, np.float64)
@@ -45,10 +52,17 @@ def stability_bounds(params: TDGLParams, cfg: TDGLConfig) -> tuple[float, float]
     h2 = cfg.h**2
     hess = potential_hessian(u, alpha, beta, np.abs(np.asarray(params.eta, np.float64)), params.nu)
     rows = np.sum(np.abs(hess), axis=-1)
-    dt_psi = float(np.min(2 * gamma / (8 * K / h2 + rows / 2)))
     e = np.asarray(params.e, np.float64)
     sigma = np.asarray(params.sigma, np.float64)
-    dt_a = float(np.min(2 * sigma / (8 / (e**2 * h2) + np.sum(2 * K * u**2, axis=-1))))
+    if params.drag is None or K.shape[-1] != 2:
+        dt_psi = float(np.min(2 * gamma / (8 * K / h2 + rows / 2)))
+        dt_a = float(np.min(2 * sigma / (8 / (e**2 * h2) + np.sum(2 * K * u**2, axis=-1))))
+        return dt_psi, dt_a
+    drag = np.abs(np.asarray(params.drag, np.float64))
+    kin = K + drag[..., None] / 2  # Gershgorin rows of the kinetic matrix
+    dt_psi = float(np.min(2 * gamma / (8 * kin / h2 + rows / 2)))
+    stiff = np.sum(2 * K * u**2, axis=-1) + 2 * drag * u[..., 0] * u[..., 1]
+    dt_a = float(np.min(2 * sigma / (8 / (e**2 * h2) + stiff)))
     return dt_psi, dt_a
 
 
@@ -72,8 +86,9 @@ def _check_euler(
 ) -> None:
     """Explicit Euler is stable for dt·λ <= 2 on every relaxation rate (:func:`stability_bounds`)."""
     if dt > bound_psi:
+        kin = "8(K + |drag|/2)/h²" if "drag" in v else "8K/h²"
         raise TDGLConfigError(
-            f"dt={dt:g} exceeds the explicit-Euler bound for psi, dt <= 2Γ/(8K/h² + |Hess V|/2) = {bound_psi:.4g} "
+            f"dt={dt:g} exceeds the explicit-Euler bound for psi, dt <= 2Γ/({kin} + |Hess V|/2) = {bound_psi:.4g} "
             f"(Γh²/(4K) = {float(np.min(v['gamma'] * h**2 / (4 * v['K']))):.4g} before the potential's curvature); "
             "lower dt, or use scheme='skrock'"
         )
@@ -85,10 +100,28 @@ def _check_euler(
         )
 
 
+def _check_drag(v: dict[str, np.ndarray], components: int) -> None:
+    """The kinetic matrix ((K1, ν_d/2), (ν_d/2, K2)) must be positive definite: |ν_d| < 2√(K1 K2)."""
+    if components != 2:
+        raise TDGLConfigError("params.drag couples two condensates; components=1 has no drag term (use drag=None)")
+    drag, bound = np.broadcast_arrays(v["drag"], drag_bound(v["K"]))
+    bad = np.abs(drag) >= bound
+    if bad.any():
+        raise TDGLConfigError(
+            f"params.drag={drag[bad].ravel()[0]:g}: the kinetic matrix ((K1, drag/2), (drag/2, K2)) must be positive "
+            f"definite, |drag| < 2·sqrt(K1·K2) = {bound[bad].ravel()[0]:.4g}"
+        )
+
+
 def _concrete(tree: object) -> dict[str, np.ndarray] | None:
-    """Leaves as numpy arrays, or None when any leaf is a tracer (inside jit/vmap)."""
+    """Leaves as numpy arrays (fields that are ``None`` left out), or None when any leaf is a tracer
+    (inside jit/vmap)."""
     try:
-        return {f.name: np.asarray(getattr(tree, f.name), dtype=np.float64) for f in dataclasses.fields(tree)}  # type: ignore[arg-type]
+        return {
+            f.name: np.asarray(getattr(tree, f.name), dtype=np.float64)
+            for f in dataclasses.fields(tree)  # type: ignore[arg-type]
+            if getattr(tree, f.name) is not None
+        }
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return None
 
@@ -102,7 +135,9 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
     Raises:
         TDGLConfigError: (a ``ValueError``) for ``dtype='float64'`` without 64-bit JAX, NaN/inf,
             non-positive K, β, Γ, e, σ, negative T, a component axis that does not match
-            ``cfg.components``, a step above the bounds of :func:`stability_bounds` (Euler; times
+            ``cfg.components``, a drag with one component or outside the bound
+            :math:`|\nu_d| < 2\sqrt{K_1K_2}` of a positive-definite kinetic matrix,
+            a step above the bounds of :func:`stability_bounds` (Euler; times
             :math:`L_s/2` for SK-ROCK, with the number of stages that would do), or a torus field
             with :math:`N_\phi = 0`.
     """
@@ -118,7 +153,9 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
     for name in COMPONENT_FIELDS:
         if v[name].ndim < 1 or v[name].shape[-1] != C:
             raise TDGLConfigError(f"params.{name} has shape {v[name].shape}; expected (..., {C}) for components={C}")
-    batch = np.broadcast_shapes(*(v[n].shape[:-1] for n in COMPONENT_FIELDS), *(v[n].shape for n in SCALAR_FIELDS))
+    batch = np.broadcast_shapes(
+        *(v[n].shape[:-1] for n in COMPONENT_FIELDS), *(v[n].shape for n in SCALAR_FIELDS if n in v)
+    )
     del batch  # only to raise on incompatible batch shapes
     for name, arr in v.items():
         bad = ~np.isfinite(arr)
@@ -131,6 +168,8 @@ def check_params(params: TDGLParams, cfg: TDGLConfig) -> None:
             raise TDGLConfigError(f"params.{name}={v[name].min():g}: must be > 0")
     if (v["T"] < 0).any():
         raise TDGLConfigError(f"params.T={v['T'].min():g}: the temperature must be >= 0")
+    if "drag" in v:
+        _check_drag(v, C)
     h, dt = cfg.h, cfg.dt
     bound_psi, bound_a = stability_bounds(params, cfg)
     if cfg.scheme == "skrock":

@@ -170,7 +170,7 @@ class TDGLConfig:
         return cls(**d)  # type: ignore[arg-type]
 
 
-SCALAR_FIELDS = ("eta", "nu", "e", "sigma", "T", "field")
+SCALAR_FIELDS = ("eta", "nu", "e", "sigma", "T", "field", "drag")
 COMPONENT_FIELDS = ("K", "alpha", "beta", "gamma")
 
 
@@ -184,7 +184,13 @@ class TDGLParams:
     .. math::
         F = \int \sum_a \big[K_a|(\nabla - iA)\psi_a|^2 + \alpha_a|\psi_a|^2
             + \tfrac12\beta_a|\psi_a|^4\big] - \eta(\psi_1^*\psi_2 + c.c.)
-            + \nu|\psi_1|^2|\psi_2|^2 + \frac{1}{2e^2}(\nabla\times A - H)^2
+            + \nu|\psi_1|^2|\psi_2|^2 + \nu_d\,\mathrm{Re}\big[(D\psi_1)^*\cdot D\psi_2\big]
+            + \frac{1}{2e^2}(\nabla\times A - H)^2
+
+    with :math:`D = \nabla - iA`. The gradient terms form the kinetic matrix
+    :math:`\sum_{ab} M_{ab}\,\mathrm{Re}[(D\psi_a)^*\cdot D\psi_b]`,
+    :math:`M = \begin{pmatrix}K_1 & \nu_d/2\\ \nu_d/2 & K_2\end{pmatrix}`, which must be positive
+    definite: :math:`|\nu_d| < 2\sqrt{K_1K_2}` (:func:`~glsbi_plugin.physics.check_params`).
 
     Attributes:
         K: Gradient coefficients :math:`K_a`, shape ``(..., components)``.
@@ -198,6 +204,11 @@ class TDGLParams:
         T: Temperature of the Langevin noise (0: deterministic relaxation).
         field: Applied field :math:`H` (open) or mean induction :math:`B` (torus, rounded to
             :math:`N_\phi = \mathrm{round}(B L_x L_y / 2\pi)` flux quanta).
+        drag: Mixed-gradient (drag, Andreev–Bashkin) coupling :math:`\nu_d`, or ``None`` (the
+            default): no drag term at all. A concrete zero is stored as ``None``, so ``drag = 0``
+            runs the program without the term (bit-identical to no drag) and leaves
+            :meth:`to_dict` (and every hash of it) unchanged; a traced value (e.g. a θ column under
+            ``jax.vmap``) always runs the term. Two components only.
     """
 
     K: jax.Array
@@ -210,6 +221,19 @@ class TDGLParams:
     sigma: jax.Array
     T: jax.Array
     field: jax.Array
+    drag: jax.Array | None = None
+
+    def __post_init__(self) -> None:
+        # a concrete zero drag is no drag: the same pytree (and program) as without it. Tracers
+        # (jit/vmap) are left alone; so are concrete non-zero values.
+        d = self.drag
+        if d is not None and not isinstance(d, jax.core.Tracer) and not np.any(np.asarray(d)):
+            object.__setattr__(self, "drag", None)
+
+    @property
+    def has_drag(self) -> bool:
+        """True when the mixed-gradient term is part of the model (``drag`` is not ``None``)."""
+        return self.drag is not None
 
     @property
     def components(self) -> int:
@@ -228,7 +252,10 @@ class TDGLParams:
         return dataclasses.replace(self, **plain)  # type: ignore[arg-type]
 
     def get(self, name: str) -> jax.Array:
-        """Value of a scalar field or a per-component entry such as ``"alpha2"``."""
+        """Value of a scalar field or a per-component entry such as ``"alpha2"`` (``"drag"``
+        without the term: zeros of ``eta``'s shape)."""
+        if name == "drag" and self.drag is None:
+            return jnp.zeros_like(jnp.asarray(self.eta))
         if name in SCALAR_FIELDS or name in COMPONENT_FIELDS:
             return getattr(self, name)
         base, idx = _split_component_name(name)
@@ -239,15 +266,46 @@ class TDGLParams:
         return jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype=dtype), self)
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary of plain numbers/lists."""
-        return {f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)}
+        """JSON-ready dictionary of plain numbers/lists; ``"drag"`` only when the term is present
+        (so parameter sets without drag describe, and hash, as before it existed)."""
+        return {
+            f.name: np.asarray(getattr(self, f.name)).tolist()
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> TDGLParams:
+        """Inverse of :meth:`to_dict` (a missing ``"drag"`` is no drag)."""
         return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})  # type: ignore[arg-type]
 
 
 PARAM_NAMES = SCALAR_FIELDS + tuple(f"{b}{i}" for b in COMPONENT_FIELDS for i in (1, 2))
+
+
+def kinetic_matrix(params: TDGLParams) -> np.ndarray:
+    r"""The kinetic matrix :math:`M_{ab}` of :math:`\sum_{ab}M_{ab}\mathrm{Re}[(D\psi_a)^*\cdot D\psi_b]`,
+    shape ``(..., C, C)`` (NumPy, float64; eager):
+
+    .. math::
+        M = \begin{pmatrix}K_1 & \nu_d/2\\ \nu_d/2 & K_2\end{pmatrix}
+
+    (:math:`\mathrm{diag}(K)` without drag or with one component)."""
+    K = np.asarray(params.K, np.float64)
+    C = K.shape[-1]
+    m = np.zeros(K.shape + (C,))
+    for a in range(C):
+        m[..., a, a] = K[..., a]
+    if C == 2 and params.drag is not None:
+        half = 0.5 * np.asarray(params.drag, np.float64)
+        m[..., 0, 1] = m[..., 1, 0] = half
+    return m
+
+
+def drag_bound(K: np.ndarray) -> np.ndarray:
+    r"""The largest :math:`|\nu_d|` with a positive-definite kinetic matrix: :math:`2\sqrt{K_1K_2}`."""
+    K = np.asarray(K, np.float64)
+    return 2 * np.sqrt(K[..., 0] * K[..., 1])
 
 
 def _split_component_name(name: str) -> tuple[str, int]:

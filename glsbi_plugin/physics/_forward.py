@@ -58,7 +58,7 @@ class Observation:
 
     Attributes:
         channels: Observed channels, in order: ``"rho1"``, ``"rho2"`` (:math:`|\psi_a|^2`),
-            ``"bz"`` (:math:`B_z`), ``"winding1"``, ``"winding2"`` (see
+            ``"bz"`` (:math:`B_z`), ``"curlj"`` (:math:`(\nabla\times J)_z`), ``"winding1"``, ``"winding2"`` (see
             :func:`~glsbi_plugin.physics.observe`).
         measurement: Optional :class:`Measurement` (blur, down-sampling, noise), or ``None``.
 
@@ -360,4 +360,5 @@ def broadcast_params(params: TDGLParams, n: int) -> TDGLParams:
         return jnp.broadcast_to(v, (n, *v.shape)) if v.ndim == rank else v
 
     ranks = TDGLParams(K=1, alpha=1, beta=1, gamma=1, eta=0, nu=0, e=0, sigma=0, T=0, field=0)  # type: ignore[arg-type]
-    return jax.tree_util.tree_map(bcast, params, ranks)
+    out = jax.tree_util.tree_map(bcast, dataclasses.replace(params, drag=None), ranks)
+    return out if params.drag is None else dataclasses.replace(out, drag=bcast(params.drag, 0))

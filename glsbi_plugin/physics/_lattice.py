@@ -11,10 +11,17 @@ Discrete energy (``free_energy``)
     E = \sum_a K_a \sum_{\langle ij\rangle} w\,|U\psi_{a,j} - \psi_{a,i}|^2
       + h^2 \sum_{sites}\Big[\sum_a \alpha_a|\psi_a|^2 + \tfrac12\beta_a|\psi_a|^4
       - 2\eta\,\mathrm{Re}\,\psi_1^*\psi_2 + \nu|\psi_1|^2|\psi_2|^2\Big]
+      + \nu_d \sum_{\langle ij\rangle} w\,\mathrm{Re}\big[(U\psi_{1,j} - \psi_{1,i})^*
+        (U\psi_{2,j} - \psi_{2,i})\big]
       + \frac{1}{2e^2h^2}\sum_{plaq} m\,(\theta - \theta_{ref})^2
 
 with link weights :math:`w` (0 on bonds that leave an open sample) and plaquette weights :math:`m`
-(0 outside it). The equations of motion (``forces``) are its exact gradient flow,
+(0 outside it). The two link terms are one quadratic form
+:math:`\sum_{ab}M_{ab}\,w\,\mathrm{Re}[D_a^*D_b]`, :math:`D_a = U\psi_{a,j} - \psi_{a,i}`, with the
+kinetic matrix :math:`M = ((K_1, \nu_d/2), (\nu_d/2, K_2))` (``_config.kinetic_matrix``); the drag
+(mixed-gradient) term is present only when ``params.drag`` is not ``None``, so without it the
+program is the one without the term, operation for operation. The equations of motion
+(``forces``) are its exact gradient flow,
 
 .. math::
     \Gamma_a\partial_t\psi_a = -h^{-2}\,\partial E/\partial\psi_a^*, \qquad
@@ -200,6 +207,9 @@ def free_energy(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     dy = u_y * jnp.roll(psi, -1, Y) - psi
     k = params.K[:, None, None]
     kin = jnp.sum(k * (g.w_x * jnp.abs(dx) ** 2 + g.w_y * jnp.abs(dy) ** 2))
+    if _drag_on(params, cfg):
+        cross = g.w_x * jnp.real(jnp.conj(dx[0]) * dx[1]) + g.w_y * jnp.real(jnp.conj(dy[0]) * dy[1])
+        kin = kin + params.drag * jnp.sum(cross)
     pot = h2 * jnp.sum(_potential_density(psi, params, cfg))
     _, _, th_ref = background(params, cfg)
     th = _curl(state.a_x, state.a_y)
@@ -214,14 +224,17 @@ def forces(
     r"""Right-hand sides of the TDGL equations (before dividing by :math:`\Gamma_a`, :math:`\sigma`).
 
     .. math::
-        -h^{-2}\partial E/\partial\psi_a^* = K_a\Delta_U\psi_a - \alpha_a\psi_a
-            - \beta_a|\psi_a|^2\psi_a + \eta\psi_b - \nu|\psi_b|^2\psi_a
+        -h^{-2}\partial E/\partial\psi_a^* = K_a\Delta_U\psi_a + \tfrac12\nu_d\Delta_U\psi_b
+            - \alpha_a\psi_a - \beta_a|\psi_a|^2\psi_a + \eta\psi_b - \nu|\psi_b|^2\psi_a
 
-        -\partial E/\partial a^x_{ij} = \sum_a 2K_a\,\mathrm{Im}(\psi^*_{a,ij}U^x_{ij}\psi_{a,i+1,j})
-            - (\tilde\theta_{ij} - \tilde\theta_{i,j-1})/(e^2h^2)
+        -\partial E/\partial a^x_{ij} = I^x_{ij} - (\tilde\theta_{ij} - \tilde\theta_{i,j-1})/(e^2h^2)
 
-        -\partial E/\partial a^y_{ij} = \sum_a 2K_a\,\mathrm{Im}(\psi^*_{a,ij}U^y_{ij}\psi_{a,i,j+1})
-            + (\tilde\theta_{ij} - \tilde\theta_{i-1,j})/(e^2h^2)
+        -\partial E/\partial a^y_{ij} = I^y_{ij} + (\tilde\theta_{ij} - \tilde\theta_{i-1,j})/(e^2h^2)
+
+    with the link supercurrents of :func:`link_currents`,
+    :math:`I^x_{ij} = \sum_{ab} 2M_{ab}\,\mathrm{Im}(\psi^*_{a,ij}U^x_{ij}\psi_{b,i+1,j})`
+    (:math:`M` the kinetic matrix: the drag adds
+    :math:`\nu_d[\mathrm{Im}(\psi_1^*U\psi_2) + \mathrm{Im}(\psi_2^*U\psi_1)]`), likewise :math:`I^y`,
 
     with :math:`\tilde\theta = m(\theta-\theta_{ref})` and the covariant Laplacian
     :math:`h^2\Delta_U\psi_{ij} = U^x_{ij}\psi_{i+1,j} + U^{x*}_{i-1,j}\psi_{i-1,j}
@@ -240,25 +253,28 @@ def forces(
     rdt = cfg.real_dtype
     psi = state.psi
     u_x, u_y = link_variables(state, params, cfg) if links is None else links
-    fx = u_x * jnp.roll(psi, -1, X)  # U^x_ij psi_{i+1,j}
-    fy = u_y * jnp.roll(psi, -1, Y)
-    bx = jnp.roll(jnp.conj(u_x) * psi, 1, X)  # U^x*_{i-1,j} psi_{i-1,j}
-    by = jnp.roll(jnp.conj(u_y) * psi, 1, Y)
+    # with drag the hops carry φ = Mψ (M the kinetic matrix): Σ_b M_ab Δ_U ψ_b = Δ_U φ_a and
+    # Σ_ab 2M_ab Im(ψ_a* U ψ_b) = Σ_a 2 Im(ψ_a* U φ_a), one Laplacian per band as without drag
+    # (mixing the two Laplacians afterwards ran the SK-ROCK stages ~7x slower under XLA)
+    drag = _drag_on(params, cfg)
+    src = _kinetic_mix(psi, params) if drag else psi
+    fx = u_x * jnp.roll(src, -1, X)  # U^x_ij psi_{i+1,j}
+    fy = u_y * jnp.roll(src, -1, Y)
+    bx = jnp.roll(jnp.conj(u_x) * src, 1, X)  # U^x*_{i-1,j} psi_{i-1,j}
+    by = jnp.roll(jnp.conj(u_y) * src, 1, Y)
     # a uniform neighbour count (the torus) as a scalar: as an array, XLA keeps it a runtime
     # operand of the fused kernel inside nested loops (measured 3x slower SK-ROCK stages)
     n_nb = float(g.n_nb.flat[0]) if np.all(g.n_nb == g.n_nb.flat[0]) else g.n_nb.astype(rdt)
-    lap = (fx + bx + fy + by - n_nb * psi) / h2
+    lap = (fx + bx + fy + by - n_nb * src) / h2
     c = (slice(None), None, None)
     rho = jnp.real(psi) ** 2 + jnp.imag(psi) ** 2
-    d_psi = params.K[c] * lap - (params.alpha[c] + params.beta[c] * rho) * psi
+    d_psi = (lap if drag else params.K[c] * lap) - (params.alpha[c] + params.beta[c] * rho) * psi
     if cfg.components == 2:
         d_psi = d_psi + params.eta * psi[::-1] - params.nu * rho[::-1] * psi
     if cfg.gauge == "frozen":
         zero = jnp.zeros_like(state.a_x)
         return State(d_psi, zero, zero)
-    two_k = 2 * params.K[c]
-    j_x = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fx), axis=0)
-    j_y = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fy), axis=0)
+    j_x, j_y = _currents(psi, fx, fy, params, cfg)
     _, _, th_ref = background(params, cfg)
     th = _curl(state.a_x, state.a_y)
     dev = th if cfg.torus else g.m_p.astype(rdt) * (th - th_ref)
@@ -269,6 +285,47 @@ def forces(
         d_ax = d_ax * g.w_x.astype(rdt)
         d_ay = d_ay * g.w_y.astype(rdt)
     return State(d_psi, d_ax, d_ay)
+
+
+def _drag_on(params: TDGLParams, cfg: TDGLConfig) -> bool:
+    """Whether the mixed-gradient term is in the program (a Python decision at trace time)."""
+    return cfg.components == 2 and params.drag is not None
+
+
+def _kinetic_mix(psi: jax.Array, params: TDGLParams) -> jax.Array:
+    r""":math:`\varphi_a = \sum_b M_{ab}\psi_b = K_a\psi_a + \tfrac12\nu_d\psi_b` (two bands, with drag)."""
+    return params.K[:, None, None] * psi + (0.5 * params.drag) * psi[::-1]
+
+
+def _currents(
+    psi: jax.Array, fx: jax.Array, fy: jax.Array, params: TDGLParams, cfg: TDGLConfig
+) -> tuple[jax.Array, jax.Array]:
+    """Link supercurrents from ψ and the forward hops ``fx = U^x s_{i+1,j}``, ``fy`` of
+    ``s = ψ`` (no drag) or ``s = Mψ`` (drag; :func:`_kinetic_mix`), see :func:`link_currents`;
+    shared by :func:`forces` and :func:`link_currents`."""
+    if _drag_on(params, cfg):
+        return jnp.sum(2 * jnp.imag(jnp.conj(psi) * fx), axis=0), jnp.sum(2 * jnp.imag(jnp.conj(psi) * fy), axis=0)
+    two_k = 2 * params.K[:, None, None]
+    j_x = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fx), axis=0)
+    j_y = jnp.sum(two_k * jnp.imag(jnp.conj(psi) * fy), axis=0)
+    return j_x, j_y
+
+
+def link_currents(state: State, params: TDGLParams, cfg: TDGLConfig) -> tuple[jax.Array, jax.Array]:
+    r"""Supercurrents on the links, :math:`I = -\partial E_{kin}/\partial a`, shape ``(nx, ny)`` each:
+
+    .. math::
+        I^x_{ij} = \sum_{ab} 2M_{ab}\,\mathrm{Im}(\psi^*_{a,ij}\,U^x_{ij}\,\psi_{b,i+1,j})
+        = \sum_a 2K_a\,\mathrm{Im}(\psi^*_{a,ij}U^x_{ij}\psi_{a,i+1,j})
+          + \nu_d\,\mathrm{Im}(\psi^*_{1,ij}U^x_{ij}\psi_{2,i+1,j} + \psi^*_{2,ij}U^x_{ij}\psi_{1,i+1,j})
+
+    (likewise :math:`I^y`; zero on bonds that leave an open sample). The continuum current density
+    is :math:`J = I/h`; in a stationary state :math:`I` balances the magnetic term (Ampère's law,
+    :func:`forces`)."""
+    u_x, u_y = link_variables(state, params, cfg)
+    psi = state.psi
+    src = _kinetic_mix(psi, params) if _drag_on(params, cfg) else psi
+    return _currents(psi, u_x * jnp.roll(src, -1, X), u_y * jnp.roll(src, -1, Y), params, cfg)
 
 
 def gauge_transform(state: State, chi: jax.Array) -> State:

@@ -12,8 +12,20 @@ Masses: photon :math:`m_A = e\,(2K_1u_1^2 + 2K_2u_2^2)^{1/2}`, :math:`\lambda = 
 :math:`\xi_\pm = \sqrt2/m_\pm`. Type-1.5 when :math:`m_- < m_A < m_+`, type-II when
 :math:`m_A < m_-`, type-I when :math:`m_A > m_+` (Carlström, Babaev, Speight, PRB 83, 174509).
 
+With the drag (mixed-gradient) coupling the kinetic matrix is
+:math:`M = ((K_1, \nu_d/2), (\nu_d/2, K_2))`. About the phase-locked ground state
+(:math:`s = \cos(\varphi_2 - \varphi_1) = \mathrm{sign}\,\eta`; at η = 0 the relative phase is free
+and :math:`s = \mathrm{sign}\,\nu_d`, the branch of the larger stiffness, which screens best) the
+amplitude modes see :math:`M_s = ((K_1, s\nu_d/2), (s\nu_d/2, K_2))`, so
+:math:`m_\pm^2` solve the generalised eigenproblem :math:`\mathrm{Hess}\,V\,v = m^2\,2M_s\,v`, and the
+photon mass is :math:`m_A = e\,(2K_1u_1^2 + 2K_2u_2^2 + 2s\nu_d u_1u_2)^{1/2}`.
+
 Upper critical field: the largest B with :math:`(\alpha_1 + K_1B)(\alpha_2 + K_2B) = \eta^2`
-(one component: :math:`H_{c2} = |\alpha|/K`). On the lattice the lowest Landau level sits at
+(one component: :math:`H_{c2} = |\alpha|/K`); with drag, the lowest Landau level of both bands (the
+same :math:`-D^2 = B` eigenfunction) is unstable while
+:math:`\begin{pmatrix}\alpha_1 + K_1B & \nu_dB/2 - \eta\\ \nu_dB/2 - \eta & \alpha_2 + K_2B\end{pmatrix}`
+has a negative eigenvalue, so :math:`H_{c2}` is the largest B with
+:math:`(\alpha_1 + K_1B)(\alpha_2 + K_2B) = (\eta - \nu_dB/2)^2`. On the lattice the lowest Landau level sits at
 :math:`\varepsilon(B) = B - B^2h^2/8 + O(h^4)` instead of B, so
 :math:`H_{c2,lat} = (4/h^2)(1 - \sqrt{1 - H_{c2}h^2/2})`.
 """
@@ -238,15 +250,25 @@ def length_scales(params: TDGLParams) -> LengthScales:
     e = float(params.e)
     eta = float(params.eta) if K.size == 2 else 0.0
     nu = float(params.nu) if K.size == 2 else 0.0
+    drag = float(params.drag) if K.size == 2 and params.drag is not None else 0.0
     u = _polish(np.asarray(ground_state(params), np.float64), alpha, beta, eta, nu)
-    m_a = e * float(np.sqrt(np.sum(2 * K * u**2)))
     hess = potential_hessian(u, alpha, beta, abs(eta), nu)
-    # eigenvalues of diag(2K)^-1 H equal those of the symmetric D^-1/2 H D^-1/2
-    d = 1 / np.sqrt(2 * K)
-    m2 = np.linalg.eigvalsh(d[:, None] * hess * d[None, :])
+    if drag == 0.0:
+        m_a = e * float(np.sqrt(np.sum(2 * K * u**2)))
+        # eigenvalues of diag(2K)^-1 H equal those of the symmetric D^-1/2 H D^-1/2
+        d = 1 / np.sqrt(2 * K)
+        m2 = np.linalg.eigvalsh(d[:, None] * hess * d[None, :])
+    else:
+        s = float(np.sign(eta)) if eta != 0 else float(np.sign(drag))
+        m_s = np.array([[K[0], s * drag / 2], [s * drag / 2, K[1]]])
+        m_a = e * float(np.sqrt(max(2 * (K[0] * u[0] ** 2 + K[1] * u[1] ** 2 + s * drag * u[0] * u[1]), 0.0)))
+        # H v = m² (2 M_s) v with 2 M_s = L Lᵀ (positive definite): eigenvalues of L⁻¹ H L⁻ᵀ
+        low = np.linalg.cholesky(2 * m_s)
+        inv = np.linalg.inv(low)
+        m2 = np.linalg.eigvalsh(inv @ hess @ inv.T)
     m2 = np.clip(m2, 0.0, None)
     m_minus, m_plus = float(np.sqrt(m2[0])), float(np.sqrt(m2[-1]))
-    hc2 = _hc2(K, alpha, eta)
+    hc2 = _hc2(K, alpha, eta, drag)
     weak = float(np.min(np.abs(alpha) / K))
     if m_a == 0:
         regime: Regime = "normal"
@@ -280,12 +302,16 @@ def _polish(u: np.ndarray, alpha: np.ndarray, beta: np.ndarray, eta: float, nu: 
     return r
 
 
-def _hc2(K: np.ndarray, alpha: np.ndarray, eta: float) -> float:
+def _hc2(K: np.ndarray, alpha: np.ndarray, eta: float, drag: float = 0.0) -> float:
     if K.size == 1:
         return float(max(-alpha[0], 0.0) / K[0])
-    # (alpha1 + K1 B)(alpha2 + K2 B) - eta^2 = 0: a quadratic in B; take the largest real root
-    a = K[0] * K[1]
-    b = alpha[0] * K[1] + alpha[1] * K[0]
+    # (alpha1 + K1 B)(alpha2 + K2 B) - (eta - drag B/2)^2 = 0: a quadratic in B; the largest real root
+    if drag == 0.0:
+        a = K[0] * K[1]
+        b = alpha[0] * K[1] + alpha[1] * K[0]
+    else:
+        a = K[0] * K[1] - drag**2 / 4
+        b = alpha[0] * K[1] + alpha[1] * K[0] + eta * drag
     c = alpha[0] * alpha[1] - eta**2
     disc = b * b - 4 * a * c
     root = (-b + np.sqrt(max(disc, 0.0))) / (2 * a)

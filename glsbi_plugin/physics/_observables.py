@@ -1,4 +1,5 @@
-r"""Observables: densities, field map, gauge-invariant windings, vortex positions, measurement model.
+r"""Observables: densities, field map, supercurrent vorticity, gauge-invariant windings, vortex
+positions, measurement model.
 
 Winding of component a on plaquette ij (an exact integer):
 
@@ -9,6 +10,17 @@ Winding of component a on plaquette ij (an exact integer):
 masked (set to 0) where all four corners have :math:`|\psi_a| <` ``threshold`` :math:`\cdot u_a`,
 so that a vanished condensate does not produce spurious windings. :math:`n_1 \ne n_2` on a
 plaquette marks a fractional vortex. With no mask, :math:`\sum n = N_\phi` on the torus.
+
+Supercurrent vorticity on plaquette ij (the original project's third channel, ``"curlj"``):
+
+.. math::
+    (\nabla\times J)_z = \frac{1}{h^2}\big[I^x_{ij} + I^y_{i+1,j} - I^x_{i,j+1} - I^y_{ij}\big],
+
+the circulation of :math:`J = I/h` around the plaquette over its area, with the link supercurrents
+:math:`I = -\partial E_{kin}/\partial a` (``_lattice.link_currents``, the drag's cross term
+included). It sums to zero over the torus (a lattice Stokes theorem), and in a stationary state
+Ampère's law :math:`J = e^{-2}\nabla\times B` makes it :math:`-e^{-2}\Delta B_z` exactly on the
+lattice: positive at the cores of vortices carrying positive flux, negative in the ring around them.
 """
 
 from __future__ import annotations
@@ -21,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._config import TDGLConfig, TDGLParams
-from ._lattice import State, X, Y, geometry, link_variables, plaquette_flux
+from ._lattice import State, X, Y, _curl, geometry, link_currents, link_variables, plaquette_flux
 from ._length_scales import ground_state
 
-CHANNELS = ("rho1", "rho2", "bz", "winding1", "winding2")
+CHANNELS = ("rho1", "rho2", "bz", "curlj", "winding1", "winding2")
 
 
 def check_channels(channels: Sequence[str], components: int) -> tuple[str, ...]:
@@ -45,6 +57,16 @@ def field_map(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
     r""":math:`B_z = \Phi_{ij}/h^2` on plaquettes (:math:`\Phi_{ij}`: :func:`plaquette_flux`), shape
     ``(nx, ny)`` (outside an open sample: H)."""
     return plaquette_flux(state, params, cfg) / cfg.h**2
+
+
+def current_vorticity(state: State, params: TDGLParams, cfg: TDGLConfig) -> jax.Array:
+    r"""Supercurrent vorticity :math:`(\nabla\times J)_z` on plaquettes (module docstring), shape
+    ``(nx, ny)``; zero on the plaquettes outside an open sample."""
+    i_x, i_y = link_currents(state, params, cfg)
+    curl = _curl(i_x, i_y) / cfg.h**2
+    if cfg.torus:
+        return curl
+    return curl * geometry(cfg).m_p.astype(curl.dtype)
 
 
 def winding(state: State, params: TDGLParams, cfg: TDGLConfig, threshold: float = 0.1) -> jax.Array:
@@ -150,6 +172,7 @@ def observe(
 
     Args:
         channels: Any of ``"rho1"``, ``"rho2"`` (:math:`|\\psi_a|^2`), ``"bz"`` (:math:`B_z`),
+            ``"curlj"`` (:math:`(\\nabla\\times J)_z`, :func:`current_vorticity`),
             ``"winding1"``, ``"winding2"`` (masked winding maps, as floats).
         measurement: Optional :class:`Measurement` (blur, down-sampling, noise).
         key: PRNG key for the measurement noise.
@@ -164,6 +187,8 @@ def observe(
             out.append(rho[int(c[-1]) - 1])
         elif c == "bz":
             out.append(field_map(state, params, cfg))
+        elif c == "curlj":
+            out.append(current_vorticity(state, params, cfg))
         else:
             if wind is None:
                 wind = winding(state, params, cfg, threshold)

@@ -2,7 +2,10 @@ r"""A vectorised NumPy implementation of one Euler step, written independently o
 
 It indexes neighbours through integer index arrays (no ``roll``), builds the full link angles
 (background included) explicitly, and treats open boundaries by dropping bonds from neighbour
-lists. ``tests/test_solver.py::test_numpy_reference_step_agrees`` checks that it agrees with
+lists. The drag (mixed-gradient) coupling enters as the kinetic matrix
+:math:`M = ((K_1, \nu_d/2), (\nu_d/2, K_2))`: component a relaxes with :math:`\sum_b M_{ab}\Delta_U\psi_b`
+and the link current is :math:`\sum_{ab} 2M_{ab}\mathrm{Im}(\psi_a^* U \psi_b)`.
+``tests/test_solver.py::test_numpy_reference_step_agrees`` checks that it agrees with
 ``_solver.euler_step`` to float tolerance; ``benchmarks/solver_throughput.py`` uses it as the baseline.
 """
 
@@ -51,6 +54,9 @@ class NumpyTDGL:
         K = np.asarray(p.K, np.float64)
         alpha, beta, gamma = (np.asarray(v, np.float64) for v in (p.alpha, p.beta, p.gamma))
         eta, nu, e, sigma, T = (float(v) for v in (p.eta, p.nu, p.e, p.sigma, p.T))
+        M = np.diag(K)  # kinetic matrix
+        if C == 2 and p.drag is not None:
+            M[0, 1] = M[1, 0] = 0.5 * float(p.drag)
         ax, ay, th_ref = self.link_angles(a_x, a_y, float(p.field))
         ux = np.exp(-1j * ax) * self.has_x
         uy = np.exp(-1j * ay) * self.has_y
@@ -59,20 +65,23 @@ class NumpyTDGL:
         jx = np.zeros(a_x.shape)
         jy = np.zeros(a_y.shape)
         rho = np.abs(psi) ** 2
+        fwd_x = ux * psi[:, self.ip, self.j]  # U^x_ij psi_{a,i+1,j}, per component
+        fwd_y = uy * psi[:, self.i, self.jp]
+        back_x = np.conj(ux[self.im, self.j]) * psi[:, self.im, self.j]
+        back_y = np.conj(uy[self.i, self.jm]) * psi[:, self.i, self.jm]
+        lap = (fwd_x + fwd_y + back_x + back_y - n_nb * psi) / h2
         for a in range(C):
             s = psi[a]
-            fwd_x = ux * s[self.ip, self.j]
-            fwd_y = uy * s[self.i, self.jp]
-            back_x = np.conj(ux[self.im, self.j]) * s[self.im, self.j]
-            back_y = np.conj(uy[self.i, self.jm]) * s[self.i, self.jm]
-            lap = (fwd_x + fwd_y + back_x + back_y - n_nb * s) / h2
-            rhs = K[a] * lap - alpha[a] * s - beta[a] * rho[a] * s
+            rhs = -alpha[a] * s - beta[a] * rho[a] * s
+            for b in range(C):
+                if M[a, b] != 0:
+                    rhs = rhs + M[a, b] * lap[b]
+                jx += 2 * M[a, b] * np.imag(np.conj(s) * fwd_x[b])
+                jy += 2 * M[a, b] * np.imag(np.conj(s) * fwd_y[b])
             if C == 2:
                 b = 1 - a
                 rhs = rhs + eta * psi[b] - nu * rho[b] * s
             new_psi[a] = s + dt / gamma[a] * rhs
-            jx += 2 * K[a] * np.imag(np.conj(s) * fwd_x)
-            jy += 2 * K[a] * np.imag(np.conj(s) * fwd_y)
         new_ax, new_ay = a_x, a_y
         if cfg.gauge == "dynamic":
             th = a_x + a_y[self.ip, self.j] - a_x[self.i, self.jp] - a_y

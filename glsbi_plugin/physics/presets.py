@@ -151,8 +151,12 @@ def type15(
     gamma: tuple[float, float] = (1.0, 1.0),
     sigma: float = 10.0,
     T: float = 0.001,
+    drag: float | None = None,
 ) -> TDGLParams:
-    """Two-band parameters around the checked type-1.5 starting point (module docstring)."""
+    r"""Two-band parameters around the checked type-1.5 starting point (module docstring).
+
+    ``drag``: the mixed-gradient coupling :math:`\nu_d` (``None`` or 0: no drag term; with
+    K = ½ it must satisfy :math:`|\nu_d| < 2\sqrt{K_1K_2} = 1`)."""
     return TDGLParams(
         K=np.asarray(K, np.float64),
         alpha=np.asarray(alpha, np.float64),
@@ -164,6 +168,7 @@ def type15(
         sigma=np.float64(sigma),
         T=np.float64(T),
         field=np.float64(field),
+        drag=None if drag is None else np.float64(drag),
     )
 
 
