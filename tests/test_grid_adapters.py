@@ -170,12 +170,13 @@ def test_grid_state_and_log_prob_agree(family, data) -> None:
     posterior = GridPosterior(estimator, PRIOR, resolution=(9, 7), x_o=x[2])
     state = posterior._state(None)
     assert isinstance(state, _GridState) and state._fields == ("x", "emb", "log_mass", "log_norm")
-    assert torch.equal(state.x, x[2:3]) and state.emb.shape == (1, 4) and state.log_mass.shape == (63,)
+    assert torch.equal(state.x, x[2:3]) and len(state.emb) == 1 and state.emb[0].shape == (1, 4)
+    assert state.log_mass.shape == (63,) and state.log_norm.shape == (1,)
     assert torch.isclose(state.log_mass.logsumexp(0), torch.tensor(0.0), atol=1e-5)
     # the continuous log_prob at the cell centres is the grid density
     torch.testing.assert_close(posterior.log_prob(posterior.grid), posterior.grid_log_prob(), atol=1e-5, rtol=1e-5)
     theta = PRIOR.sample((6,))
-    expected = sbi_potential(estimator, x[2:3], theta) - state.log_norm
+    expected = sbi_potential(estimator, x[2:3], theta) - state.log_norm[0]
     torch.testing.assert_close(posterior.log_prob(theta), expected, atol=1e-5, rtol=1e-5)
 
 

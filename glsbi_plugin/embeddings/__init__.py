@@ -9,6 +9,6 @@ or broken for one-channel images (``"structured"``); use
 
 from __future__ import annotations
 
-from ._resnet import EmbeddingConfig, ResNetGAP
+from ._resnet import EmbeddingConfig, ResNetGAP, torus_symmetry
 
-__all__ = ["EmbeddingConfig", "ResNetGAP"]
+__all__ = ["EmbeddingConfig", "ResNetGAP", "torus_symmetry"]

@@ -18,10 +18,13 @@ from torch import Tensor, nn
 
 from .._validation import is_int
 
-__all__ = ["EmbeddingConfig", "ResNetGAP"]
+__all__ = ["EmbeddingConfig", "ResNetGAP", "torus_symmetry"]
 
 PaddingMode = Literal["circular", "zeros", "reflect"]
 Activation = Literal["gelu", "relu", "silu", "elu", "tanh"]
+Symmetry = Literal["none", "torus"]
+
+_SYMMETRIES: tuple[str, ...] = ("none", "torus")
 
 _PADDING_MODES: tuple[str, ...] = ("circular", "zeros", "reflect")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -49,6 +52,15 @@ class EmbeddingConfig:
             first. Cheaper, but only ``False`` gives exact invariance to *all* circular shifts:
             with ``True`` the output is invariant only to shifts by multiples of
             ``2 ** (len(widths) - 1)`` pixels.
+        symmetry: Data augmentation while training (``net.train()``; ``eval()`` is untouched):
+            ``"torus"`` applies to each image an independent uniformly random element of the
+            square torus's symmetry group: a circular shift along H and W, one of the four 90°
+            rotations (two when H ≠ W) and a reflection (:func:`torus_symmetry`). These are exact
+            symmetries of the forward model's distribution p(x | θ) for every observation of
+            :mod:`glsbi_plugin.physics`: shifts and rotations map a solution of the periodic
+            TDGL equations on the square lattice to another with the same θ; a reflection maps
+            field B to −B, and ψ → ψ*, A → −A maps it back to +B with the same densities and the
+            same B_z image (tested in ``tests/test_symmetry.py``). ``"none"``: no augmentation.
 
     Raises:
         ValueError: If a value is outside its allowed range.
@@ -60,6 +72,7 @@ class EmbeddingConfig:
     padding_mode: PaddingMode = "circular"
     activation: Activation = "gelu"
     downsample: bool = False
+    symmetry: Symmetry = "none"
 
     def __post_init__(self) -> None:
         if not is_int(self.features) or self.features < 1:
@@ -78,6 +91,8 @@ class EmbeddingConfig:
             raise ValueError(f"activation={self.activation!r}: allowed values are {tuple(_ACTIVATIONS)}")
         if not isinstance(self.downsample, bool):
             raise ValueError(f"downsample={self.downsample!r}: must be True or False")
+        if self.symmetry not in _SYMMETRIES:
+            raise ValueError(f"symmetry={self.symmetry!r}: allowed values are {_SYMMETRIES}")
 
     @property
     def shift_invariant(self) -> bool:
@@ -191,6 +206,8 @@ class ResNetGAP(nn.Module):
         padding_mode: ``"circular"`` (periodic images), ``"zeros"`` or ``"reflect"``.
         activation: Name of the non-linearity, e.g. ``"gelu"`` or ``"relu"``.
         downsample: Stride-2 at the start of every stage but the first; see :class:`EmbeddingConfig`.
+        symmetry: ``"torus"``: random torus symmetries of the input while training; see
+            :class:`EmbeddingConfig`.
 
     Raises:
         ValueError: If an option is outside its allowed range (see :class:`EmbeddingConfig`).
@@ -209,6 +226,7 @@ class ResNetGAP(nn.Module):
         padding_mode: PaddingMode = "circular",
         activation: Activation = "gelu",
         downsample: bool = False,
+        symmetry: Symmetry = "none",
     ) -> None:
         super().__init__()
         if not is_int(in_channels) or in_channels < 1:
@@ -221,6 +239,7 @@ class ResNetGAP(nn.Module):
             padding_mode=padding_mode,
             activation=activation,
             downsample=downsample,
+            symmetry=symmetry,
         )
         cfg = self.config
         self.register_buffer("x_mean", torch.zeros(in_channels))
@@ -307,7 +326,57 @@ class ResNetGAP(nn.Module):
             ValueError: If ``x`` is not 4-D or has a channel count other than ``in_channels``.
         """
         self._check_input(x)
+        if self.training and self.config.symmetry == "torus":
+            x = torus_symmetry(x)
         x = (x - self.x_mean[:, None, None]) / self.x_std[:, None, None]
         mean = x.mean(dim=(-2, -1))
         var = (x - mean[..., None, None]).square().mean(dim=(-2, -1))
         return self.head(torch.cat([self.trunk(x).mean(dim=(-2, -1)), mean, var], dim=1))
+
+
+def torus_symmetry(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    r"""Each image of ``x`` under its own uniformly random symmetry of the square torus.
+
+    For image :math:`b` draws shifts :math:`s_y \in \{0..H-1\}`, :math:`s_x \in \{0..W-1\}`, a
+    rotation by :math:`k \cdot 90°` (:math:`k \in \{0, 1, 2, 3\}`; :math:`\{0, 2\}` when
+    :math:`H \ne W`) and a reflection :math:`f \in \{0, 1\}`, and returns
+    :math:`x'_b = F^f R^k T_{s}\, x_b` (a circular shift, then the rotation, then a transpose or
+    a flip). The draws use ``generator`` (default: torch's global one).
+
+    Args:
+        x: Images ``(batch, C, H, W)``.
+        generator: Source of the random draws.
+
+    Returns:
+        The transformed images, same shape and dtype.
+
+    Example:
+        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(5, 1, 1, 1)
+        >>> y = torus_symmetry(x, torch.Generator().manual_seed(0))
+        >>> bool((y.flatten(1).sort().values == x.flatten(1).sort().values).all())  # pixels permuted
+        True
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected images of shape (batch, C, H, W), got shape {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    if n == 0:
+        return x
+    dev = x.device
+    sy = torch.randint(h, (n,), generator=generator).to(dev)
+    sx = torch.randint(w, (n,), generator=generator).to(dev)
+    rows = (torch.arange(h, device=dev)[None, :] + sy[:, None]) % h  # (n, H)
+    cols = (torch.arange(w, device=dev)[None, :] + sx[:, None]) % w  # (n, W)
+    batch = torch.arange(n, device=dev)[:, None, None]
+    x = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    square = h == w
+    k = torch.randint(4 if square else 2, (n,), generator=generator) * (1 if square else 2)
+    flip = torch.randint(2, (n,), generator=generator)
+    out = torch.empty_like(x)
+    for kk in range(4):
+        for ff in range(2):
+            idx = ((k == kk) & (flip == ff)).nonzero().flatten().to(dev)
+            if idx.numel() == 0:
+                continue
+            y = torch.rot90(x[idx], kk, dims=(-2, -1))
+            out[idx] = y.flip(-1) if ff else y
+    return out

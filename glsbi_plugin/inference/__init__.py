@@ -23,6 +23,7 @@ from ._builders import (
     FLOW_MODELS,
     METHODS,
     ClassifierConfig,
+    EpochRecord,
     EstimatorConfig,
     FlowConfig,
     MemoryTracker,
@@ -31,8 +32,9 @@ from ._builders import (
     build_inference,
     default_estimator_config,
     train,
+    train_ensemble,
 )
-from ._grid import GridPosterior
+from ._grid import GridPosterior, fit_temperature
 from ._model_selection import (
     ModelClassifier,
     ModelPosterior,
@@ -49,6 +51,7 @@ __all__ = [
     "FLOW_MODELS",
     "METHODS",
     "ClassifierConfig",
+    "EpochRecord",
     "EstimatorConfig",
     "FlowConfig",
     "GridPosterior",
@@ -65,8 +68,10 @@ __all__ = [
     "build_inference",
     "check_theta",
     "default_estimator_config",
+    "fit_temperature",
     "reliability",
     "roc_auc",
     "train",
+    "train_ensemble",
     "train_model_classifier",
 ]

@@ -458,19 +458,75 @@ class RepeatedRowsEmbedding(nn.Module):
         return self.net(x[new])[new.cumsum(0) - 1]
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochRecord:
+    """One finished training epoch, as :func:`train` reports it (to the log and to ``progress``).
+
+    Attributes:
+        epoch: Epochs finished in this call of :func:`train` (1, 2, ...).
+        max_epochs: The cap (``max_epochs`` of :func:`train`).
+        training_loss: Mean training loss of the epoch (sbi's, per sample).
+        validation_loss: Loss on sbi's held-out share after the epoch.
+        best_validation_loss: Lowest validation loss so far.
+        best_epoch: The epoch that reached it (its weights are the ones kept).
+        seconds: Wall time of the epoch.
+    """
+
+    epoch: int
+    max_epochs: int
+    training_loss: float
+    validation_loss: float
+    best_validation_loss: float
+    best_epoch: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line: ``epoch 3/30: train 1.2345, validation 1.3456 (best 1.3000 at epoch 2), 4.1 s``."""
+        return (
+            f"epoch {self.epoch}/{self.max_epochs}: train {self.training_loss:.4f}, validation "
+            f"{self.validation_loss:.4f} (best {self.best_validation_loss:.4f} at epoch {self.best_epoch}), "
+            f"{self.seconds:.1f} s"
+        )
+
+
 class _EpochCap:
-    """Mixin: stop sbi's training loop after exactly ``_glsbi_epoch_cap`` epochs (None: no cap)."""
+    """Mixin: stop sbi's training loop after exactly ``_glsbi_epoch_cap`` epochs (None: no cap), and
+    report every finished epoch (an :class:`EpochRecord`) to the log and to ``_glsbi_progress``."""
 
     _glsbi_epoch_cap: int | None = None
+    _glsbi_progress: Callable[[EpochRecord], None] | None = None
+    _glsbi_offset: int = 0
+    _glsbi_best_epoch: int = 0
 
     def _converged(self, epoch: int, stop_after_epochs: int) -> bool:
         converged = super()._converged(epoch, stop_after_epochs)  # type: ignore[misc]
+        self._glsbi_report()
         cap = self._glsbi_epoch_cap
         if not converged and cap is not None and epoch >= cap:
             # same end state as sbi's own early stop: the best validation weights
             self._neural_net.load_state_dict(self._best_model_state_dict)  # type: ignore[attr-defined]
             return True
         return converged
+
+    def _glsbi_report(self) -> None:
+        summary = self._summary  # type: ignore[attr-defined]
+        done = len(summary["validation_loss"]) - self._glsbi_offset
+        if done < 1:
+            return
+        if self._val_loss <= self._best_val_loss:  # type: ignore[attr-defined]  # sbi has just kept these weights
+            self._glsbi_best_epoch = done
+        record = EpochRecord(
+            epoch=done,
+            max_epochs=int(self._glsbi_epoch_cap or 0),
+            training_loss=float(summary["training_loss"][-1]),
+            validation_loss=float(summary["validation_loss"][-1]),
+            best_validation_loss=float(self._best_val_loss),  # type: ignore[attr-defined]
+            best_epoch=self._glsbi_best_epoch,
+            seconds=float(summary["epoch_durations_sec"][-1]),
+        )
+        logger.info("%s %s", type(self).__name__, record.describe())
+        if self._glsbi_progress is not None:
+            self._glsbi_progress(record)
 
 
 class NRE_A(_EpochCap, sbi_inference.NRE_A):  # noqa: N801 - sbi's names
@@ -631,9 +687,13 @@ def train(
     learning_rate: float = 5e-4,
     validation_fraction: float = 0.1,
     stop_after_epochs: int = 10,
+    progress: Callable[[EpochRecord], None] | None = None,
     **method_kwargs: Any,
 ) -> nn.Module:
     """Appends ``(theta, x)`` to ``inference`` and trains for at most ``max_epochs`` epochs.
+
+    Every finished epoch is logged (``INFO``: training and validation loss, the best epoch so
+    far, seconds) and handed to ``progress`` as an :class:`EpochRecord`.
 
     Args:
         inference: An object from :func:`build_inference`.
@@ -644,11 +704,14 @@ def train(
         learning_rate: Adam learning rate.
         validation_fraction: Share of the simulations held out for early stopping.
         stop_after_epochs: Stop when the validation loss has not improved for this many epochs.
+        progress: Called after every epoch with its :class:`EpochRecord` (e.g. to update a
+            progress bar); ``None``: the log only.
         **method_kwargs: Method-specific options of sbi's ``train`` (``num_atoms`` for NRE_B,
             ``num_classes``/``gamma`` for NRE_C, ``regularization_strength`` for BNRE, ...).
 
     Returns:
-        The trained estimator (in eval mode); pass it to :class:`GridPosterior` or to
+        The trained estimator (in eval mode; ``_glsbi_epochs_trained`` and
+        ``_glsbi_best_validation_loss`` record the run); pass it to :class:`GridPosterior` or to
         ``inference.build_posterior``.
 
     Raises:
@@ -680,6 +743,9 @@ def train(
         warnings.filterwarnings("ignore", message="Data has extreme outliers", category=UserWarning)
         inference.append_simulations(theta, x)
     inference._glsbi_epoch_cap = max_epochs
+    inference._glsbi_progress = progress
+    inference._glsbi_offset = len(inference._summary["validation_loss"])
+    inference._glsbi_best_epoch = 0
     sink = contextlib.nullcontext() if inference._show_progress_bars else contextlib.redirect_stdout(io.StringIO())
     with sink:  # sbi prints "Neural network successfully converged after ..." unconditionally
         estimator = inference.train(
@@ -690,8 +756,72 @@ def train(
             stop_after_epochs=stop_after_epochs,
             **method_kwargs,
         )
+    inference._glsbi_progress = None
     logger.info("%s trained %d epochs", type(inference).__name__, inference.summary["epochs_trained"][-1])
+    # what the training did, on the estimator itself (for ensembles, which keep no inference object)
+    estimator._glsbi_epochs_trained = int(inference.summary["epochs_trained"][-1])
+    estimator._glsbi_best_validation_loss = float(inference.summary["best_validation_loss"][-1])
     return estimator.eval()
+
+
+def train_ensemble(
+    method: Method,
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    members: int = 5,
+    seed: int = 0,
+    embedding: EmbeddingConfig | None = None,
+    estimator: EstimatorConfig | None = None,
+    x_shape: Sequence[int] | None = None,
+    progress: Callable[[int, EpochRecord], None] | None = None,
+    **train_kwargs: Any,
+) -> list[nn.Module]:
+    """Trains ``members`` estimators of one method on the same simulations, each from its own seed.
+
+    Member ``k`` is built and trained after ``torch.manual_seed(seed + k)``: its initial weights,
+    sbi's split of a validation share and its mini-batch order differ. Pass the list to
+    :class:`GridPosterior` (an equal-weight mixture of the members' posteriors) or build one
+    sbi posterior per member and mix them with sbi's ``EnsemblePosterior``. The caller's torch
+    generator state is restored afterwards.
+
+    Args:
+        method: As for :func:`build_inference`.
+        prior: The prior of ``theta``.
+        theta: Parameters ``(n, d)``.
+        x: Images ``(n, C, H, W)``.
+        members: K >= 1.
+        seed: Seed of member 0; member k uses ``seed + k``.
+        embedding: The image embedding's options (:func:`build_inference`).
+        estimator: The head's options (:func:`build_inference`).
+        x_shape: Expected ``(C, H, W)`` (:func:`build_inference`).
+        progress: Called after every epoch with ``(member, record)``.
+        **train_kwargs: Passed to :func:`train` (``max_epochs``, ``learning_rate``, ...).
+
+    Returns:
+        The K trained estimators, in eval mode.
+
+    Raises:
+        ValueError: ``members`` or ``seed`` not a non-negative integer (members >= 1), or any
+            error of :func:`build_inference`/:func:`train`.
+    """
+    if not is_int(members) or members < 1:
+        raise ValueError(f"members={members!r}: must be an integer >= 1")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed={seed!r}: must be an integer >= 0")
+    state = torch.random.get_rng_state()
+    out = []
+    try:
+        for k in range(members):
+            torch.manual_seed(seed + k)
+            inference = build_inference(method, prior, embedding, estimator, x_shape=x_shape)
+            report = None if progress is None else (lambda record, k=k: progress(k, record))
+            out.append(train(inference, theta, x, progress=report, **train_kwargs))
+            logger.info("ensemble member %d/%d trained", k + 1, members)
+    finally:
+        torch.random.set_rng_state(state)
+    return out
 
 
 def _check_train_theta(prior: Distribution, theta: object) -> Tensor:
