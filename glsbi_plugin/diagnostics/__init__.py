@@ -25,11 +25,27 @@ from ._coverage import (
     pit_values,
     rank_histogram_band,
 )
+from ._misspecification import (
+    MisspecificationCheck,
+    MisspecificationReference,
+    embed_images,
+    misspecification_check,
+)
+from ._predictive import ImageScales, PredictiveCheck, detect_vortices, image_statistics, posterior_predictive_check
 from ._report import CalibrationReport, calibration_report, posterior_samples
 
 __all__ = [
     "DEFAULT_LEVELS",
     "CalibrationReport",
+    "ImageScales",
+    "MisspecificationCheck",
+    "MisspecificationReference",
+    "PredictiveCheck",
+    "detect_vortices",
+    "embed_images",
+    "image_statistics",
+    "misspecification_check",
+    "posterior_predictive_check",
     "binomial_band",
     "calibration_report",
     "central_coverage",
