@@ -17,7 +17,25 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-__all__ = ["as_batched_x", "as_tensor_2d", "box_bounds", "check_count", "check_theta", "is_int"]
+__all__ = [
+    "MAX_SEED",
+    "MAX_SIMULATION_SEED",
+    "as_batched_x",
+    "as_tensor_2d",
+    "box_bounds",
+    "check_bool",
+    "check_count",
+    "check_generator",
+    "check_seed",
+    "check_seeds",
+    "check_theta",
+    "is_int",
+]
+
+#: Largest base seed (``simulator(theta, seed=s)``, bank seeds): ``2**63 - 1``.
+MAX_SEED = 2**63 - 1
+#: Largest per-simulation seed (``simulate_seeds``): the forward model keys JAX with 32 bits.
+MAX_SIMULATION_SEED = 2**32 - 1
 
 
 def check_theta(
@@ -31,7 +49,8 @@ def check_theta(
     """θ as an ``(n, d)`` float32 tensor, or a ``ValueError`` naming the expected shape/range.
 
     Args:
-        theta: A floating tensor of shape ``(n, d)`` or ``(d,)``.
+        theta: A floating tensor (or floating numpy array, as sbi's ``simulate_for_sbi`` hands its
+            workers) of shape ``(n, d)`` or ``(d,)``.
         low: Lower bounds ``(d,)`` of the support (inclusive); ``None`` skips the range check.
         high: Upper bounds ``(d,)`` of the support (inclusive).
         dim: Expected ``d`` when no bounds are given.
@@ -46,6 +65,8 @@ def check_theta(
     """
     d = int(low.numel()) if low is not None else dim
     expected = f"(n, {d})" if d is not None else "(n, d)"
+    if isinstance(theta, np.ndarray) and theta.dtype.kind == "f":  # sbi's joblib workers pass numpy
+        theta = torch.from_numpy(np.ascontiguousarray(theta))
     if not isinstance(theta, Tensor):
         raise ValueError(f"theta must be a torch.Tensor of shape {expected}, got {type(theta).__name__}")
     if not theta.is_floating_point():
@@ -160,3 +181,75 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
 def is_int(value: Any) -> bool:
     """Whether ``value`` is a Python integer (``True``/``False`` are not)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seed(value: Any, name: str = "seed", maximum: int = MAX_SEED) -> int:
+    """``value`` as an int seed in ``[0, maximum]``, or a ValueError naming it and the range.
+
+    Python and numpy integers (and 0-d integer tensors/arrays) pass; bool, float, str and anything
+    else are refused, and nothing is wrapped modulo a word size.
+    """
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        is_integer = not value.dtype.is_floating_point and value.dtype != torch.bool if isinstance(value, Tensor) \
+            else value.dtype.kind in "iu"
+        if is_integer:
+            value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}={value!r}: must be an integer in [0, {_fmt_max(maximum)}] "
+                         f"(got {type(value).__name__})")
+    if not 0 <= int(value) <= maximum:
+        raise ValueError(f"{name}={int(value)}: must lie in [0, {_fmt_max(maximum)}]")
+    return int(value)
+
+
+def check_seeds(seeds: Any, n: int, maximum: int = MAX_SIMULATION_SEED) -> np.ndarray:
+    """Per-simulation seeds as an int64 array ``(n,)`` with values in ``[0, maximum]``.
+
+    Raises:
+        ValueError: not integers (floats, bools, strings), the wrong length, or out of range
+            (seeds are never wrapped: ``2**32 + 7`` is refused, not taken for ``7``).
+    """
+    if isinstance(seeds, Tensor):
+        seeds = seeds.detach().cpu().numpy()
+    try:
+        arr = np.asarray(seeds)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"seeds must be integers in [0, {_fmt_max(maximum)}], one per theta row: {e}") from None
+    if arr.dtype == object:  # Python ints beyond int64, or mixed types
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr.ravel()):
+            raise ValueError(f"seeds must be integers in [0, {_fmt_max(maximum)}], got {seeds!r}")
+        big = [int(v) for v in arr.ravel() if not 0 <= int(v) <= maximum]
+        raise ValueError(f"seeds {big[:3]} lie outside [0, {_fmt_max(maximum)}]")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"seeds must be integers in [0, {_fmt_max(maximum)}], got dtype {arr.dtype} ({seeds!r:.60})")
+    if arr.shape != (n,):
+        raise ValueError(f"seeds must have shape ({n},), one per theta row; got {arr.shape}")
+    bad = (arr < 0) | (arr > maximum) if arr.dtype.kind == "i" else arr > maximum
+    if bad.any():
+        raise ValueError(f"seeds {arr[bad][:3].tolist()} lie outside [0, {_fmt_max(maximum)}] (seeds are not wrapped)")
+    return arr.astype(np.int64)
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``None`` or a CPU ``torch.Generator``; anything else is a ValueError naming its type."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must live on the CPU (seeds are drawn on the host), got {generator.device}")
+    return generator
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (numpy bools too), else a ValueError: ``"no"``, ``1``, ``None`` are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}={value!r}: must be True or False")
+    return bool(value)
+
+
+def _fmt_max(maximum: int) -> str:
+    for k in (63, 32, 31):
+        if maximum == 2**k - 1:
+            return f"2**{k} - 1"
+    return str(maximum)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +45,7 @@ from .sbi_simulator import TDGLSimulator
 if TYPE_CHECKING:
     from .inference import EstimatorConfig
 
-__all__ = ["FORMAT", "EstimatorCheckpoint", "load_estimator", "save_estimator"]
+__all__ = ["FORMAT", "EstimatorCheckpoint", "ensemble_paths", "load_estimator", "save_estimator"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,11 +172,12 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
         OSError: If ``path`` cannot be read.
         ValueError: If the file is not a glsbi estimator checkpoint, its options are not valid
             (or, in a format-1 file, cannot be mapped onto a ``ClassifierConfig``/``FlowConfig``),
-            or its weights do not fit the rebuilt architecture.
+            or its weights do not fit the rebuilt architecture; a damaged or crafted file (missing
+            or mistyped entries, tensors declaring more bytes than the file holds: checked before
+            anything is allocated), always as one line.
     """
-    from .inference import build_inference, default_estimator_config
-
     path = Path(path)
+    _check_storages(path)  # before torch allocates anything the file declares
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
@@ -184,6 +187,129 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, _FORMAT_1):
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a glsbi estimator checkpoint (format {found!r}, expected {FORMAT!r})")
+    _check_payload(path, payload)
+    try:
+        return _rebuild(path, payload, batch_size)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a damaged file: one line, no traceback
+        raise ValueError(f"{path} is a damaged glsbi estimator checkpoint ({type(e).__name__}: {e})") from None
+
+
+#: The top-level entries of a checkpoint and their types.
+_PAYLOAD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": str, "method": str, "embedding": dict, "build_kwargs": dict, "simulator": dict, "state_dict": dict,
+}
+
+
+def _check_payload(path: Path, payload: dict[str, Any]) -> None:
+    """ValueError naming a missing or mistyped entry of the checkpoint dict."""
+    need = dict(_PAYLOAD_TYPES)
+    if payload["format"] == FORMAT:
+        need["estimator"] = dict
+    for key, kind in need.items():
+        if key not in payload:
+            raise ValueError(f"{path} is a damaged glsbi estimator checkpoint: the entry {key!r} is missing")
+        if not isinstance(payload[key], kind):
+            raise ValueError(f"{path} is a damaged glsbi estimator checkpoint: {key!r} is a "
+                             f"{type(payload[key]).__name__}, expected a {getattr(kind, '__name__', kind)}")
+    bad = [k for k, v in payload["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path} is a damaged glsbi estimator checkpoint: state_dict entries {bad[:3]} are not "
+                         "named tensors")
+
+
+_ITEMSIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+             "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1}
+
+
+class _StorageScan(pickle.Unpickler):
+    """Reads a checkpoint's ``data.pkl`` without building anything: every global is a harmless
+    stand-in, and each persistent storage reference is recorded as ``(key, bytes declared)``."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.storages: list[tuple[str, int]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        return _Stub(name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.60}")
+        _, kind, key, _, numel = pid
+        itemsize = _ITEMSIZE.get(getattr(kind, "name", ""))
+        if itemsize is None or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"unexpected storage {getattr(kind, 'name', kind)!r} of {numel!r} elements")
+        self.storages.append((str(key), numel * itemsize))
+        return None
+
+
+class _Stub:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
+        return self
+
+
+def _check_storages(path: Path) -> None:
+    """ValueError for a checkpoint whose tensors declare more bytes than the file holds (a crafted
+    file must not make ``torch.load`` allocate gigabytes), or whose zip entries are compressed."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename: i for i in z.infolist()}
+            pkl = [n for n in infos if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(pkl) != 1:
+                return  # not a zip checkpoint: torch.load refuses it with its own message
+            prefix = pkl[0][: -len("data.pkl")]
+            if any(i.compress_type != zipfile.ZIP_STORED for i in infos.values()):
+                raise ValueError(f"{path} is not a glsbi estimator checkpoint (compressed entries; torch writes none)")
+            bad = z.testzip()  # every record's CRC-32: a flipped bit in the weights shows here
+            if bad is not None:
+                raise ValueError(f"{path} is a damaged glsbi estimator checkpoint: the record {bad} fails its CRC-32")
+            scan = _StorageScan(z.open(pkl[0]))
+            scan.load()
+    except zipfile.BadZipFile as e:
+        if _starts_like_zip(path):  # a truncated or garbled zip
+            raise ValueError(f"{path} is a damaged (truncated?) glsbi estimator checkpoint ({e})") from None
+        return  # not a zip: torch.load reports it itself
+    except OSError:
+        return  # unreadable: torch.load raises the OSError itself
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        if isinstance(e, ValueError) and str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is a damaged glsbi estimator checkpoint ({type(e).__name__}: {e})") from None
+    for key, nbytes in scan.storages:
+        info = infos.get(f"{prefix}data/{key}")
+        if info is None or info.file_size < nbytes:
+            have = "no record" if info is None else f"{info.file_size} bytes"
+            raise ValueError(f"{path} is a damaged glsbi estimator checkpoint: a tensor declares {nbytes} bytes "
+                             f"(storage {key}) but the file holds {have} for it")
+
+
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"PK"
+    except OSError:
+        return False
+
+
+def _check_shapes(path: Path, estimator: nn.Module, state: Mapping[str, torch.Tensor], method: str) -> None:
+    """ValueError naming the keys whose shapes differ from the rebuilt architecture (before copying)."""
+    want = estimator.state_dict()
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    wrong = [f"{k}: {tuple(state[k].shape)} in the file vs {tuple(want[k].shape)}" for k in want
+             if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+                 "; ".join(wrong[:3])]
+        raise ValueError(f"{path}: the saved weights do not fit the rebuilt {method} estimator: "
+                         + "; ".join(p for p in parts if p))
+
+
+def _rebuild(path: Path, payload: dict[str, Any], batch_size: int) -> EstimatorCheckpoint:
+    from .inference import build_inference, default_estimator_config
+
     method = payload["method"]
     try:
         config_type = type(default_estimator_config(method))
@@ -204,6 +330,7 @@ def load_estimator(path: str | Path, *, batch_size: int = 32) -> EstimatorCheckp
     theta = low + (high - low) * torch.rand((8, simulator.theta_dim), generator=generator)
     x = torch.randn((8, *simulator.x_shape), generator=generator)
     estimator = inference._build_neural_net(theta, x)  # sbi's own hook (NeuralInference.train calls it)
+    _check_shapes(path, estimator, payload["state_dict"], method)
     try:
         estimator.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
@@ -249,3 +376,15 @@ def _from_format_1(config_type: type, build_kwargs: Mapping[str, Any]) -> tuple[
                 f"the format-1 option {key}={value!r} of model {model!r} has no {config_type.__name__} field"
             )
     return config_type(model=model, **options), rest
+
+
+def ensemble_paths(path: str | Path, members: int) -> list[Path]:
+    """Where the members of an ensemble are saved: ``path`` for member 0, ``<stem>_<k><suffix>``
+    beside it for member k >= 1 (``glsbi quickstart --members`` and ``glsbi train --ensemble``).
+
+    Example:
+        >>> [p.name for p in ensemble_paths("run/estimator.pt", 3)]
+        ['estimator.pt', 'estimator_1.pt', 'estimator_2.pt']
+    """
+    path = Path(path)
+    return [path if k == 0 else path.with_name(f"{path.stem}_{k}{path.suffix}") for k in range(int(members))]

@@ -38,7 +38,7 @@ import torch
 from sbi.utils import BoxUniform
 from torch import Tensor
 
-from ._validation import check_theta
+from ._validation import check_bool, check_count, check_generator, check_seed, check_seeds, check_theta
 from .bridge import to_torch
 from .physics import (
     PARAM_NAMES,
@@ -70,6 +70,15 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "e": (0.35, 0.7),
     "T": (0.0, 0.005),
 }
+
+#: Fewest pixels per side an image may keep after down-sampling (as for the instruments' ``pixels``).
+MIN_PIXELS = 4
+
+#: Largest per-step Langevin increment the simulator accepts, :math:`\sqrt{T\,dt/(\Gamma_a h^2)}` on ψ
+#: and :math:`\sqrt{2T\,dt/\sigma}` on the link variables, over the whole prior box. Beyond it a
+#: single step's noise is of the order of the condensate itself and the lattice blows up to
+#: NaN (seen from increments ≈ 1 on 16² tori: Euler at T = 3, dt = 0.08; SK-ROCK at T = 3, dt = 0.3125).
+MAX_NOISE_STEP = 0.5
 
 #: The default forward model's numerics, :func:`glsbi_plugin.physics.presets.forward_model`: a 64²
 #: torus, t = 200 after a field-cooled quench, SK-ROCK with 2 stages at dt = 0.3125 (640 steps).
@@ -127,7 +136,13 @@ def _bounds_for(name: str, bounds: Mapping[str, tuple[float, float]] | None) -> 
     lo_hi = (bounds or {}).get(name, DEFAULT_BOUNDS.get(name))
     if lo_hi is None:
         raise ValueError(f"no prior bounds for {name!r}: pass bounds={{'{name}': (low, high)}}")
-    lo, hi = (float(v) for v in lo_hi)
+    try:
+        lo, hi = lo_hi  # type: ignore[misc]
+        if any(isinstance(v, (bool, np.bool_, str)) for v in (lo, hi)):
+            raise TypeError
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds for {name!r} must be two numbers (low, high), got {lo_hi!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"bounds for {name!r} must be finite with low < high, got ({lo}, {hi})")
     return lo, hi
@@ -164,6 +179,7 @@ class TDGLSimulator:
     instrument: STM | SQUID | Decoration | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.instrument is not None:
             if not isinstance(self.instrument, (STM, SQUID, Decoration)):
                 kind = type(self.instrument).__name__
@@ -174,12 +190,23 @@ class TDGLSimulator:
         _check_names(self.names)
         if len(self.low) != len(self.names) or len(self.high) != len(self.names):
             raise ValueError(f"low/high need {len(self.names)} entries, one per name in {self.names}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
+        check_count("batch_size", self.batch_size)
+        _check_measurement(self.measurement, self.config)
         self.observation.check(self.config)
-        # the whole box must be simulable: check its corners (dt bound, Nφ >= 1, finite values)
-        for values in itertools.product(*zip(self.low, self.high, strict=True)):
-            check_params(self.base.replace(**dict(zip(self.names, values, strict=True))), self.config)
+        # the whole box must be simulable (dt bound, Nφ >= 1, finite values, bounded noise): the
+        # checks are monotone in each parameter away from 0, so the corners and, where a range
+        # crosses 0, the point at 0 (e.g. the smallest |field|) cover the box
+        for point in _critical_points(self.low, self.high):
+            values = dict(zip(self.names, point, strict=True))
+            params = self.base.replace(**values)
+            try:
+                check_params(params, self.config)
+                _check_noise(params, self.config)
+            except ValueError as e:
+                where = ", ".join(f"{k}={v:g}" for k, v in values.items())
+                box = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, lo, hi in zip(self.names, self.low, self.high,
+                                                                                 strict=True))
+                raise type(e)(f"the prior box ({box}) holds θ that cannot be simulated: at {where}: {e}") from None
 
     # -- shapes and the prior -----------------------------------------------------------------
     @property
@@ -204,19 +231,29 @@ class TDGLSimulator:
         return _box(self.low, self.high, device)
 
     # -- simulation -------------------------------------------------------------------------
-    def __call__(self, theta: Tensor, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, theta: Tensor | np.ndarray, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Simulate a batch.
 
         Args:
-            theta: ``(n, d)`` (or ``(d,)``) floating tensor inside ``[low, high]``.
-            seed: Base seed; per-sample seeds are derived from it. ``None``: drawn from
-                ``generator`` (or torch's default generator).
-            generator: Torch generator for the seeds when ``seed`` is None.
+            theta: ``(n, d)`` (or ``(d,)``) floating tensor inside ``[low, high]``; a floating numpy
+                array is accepted too (sbi's ``simulate_for_sbi`` passes those to its workers).
+            seed: Base seed, an integer in ``[0, 2**63 - 1]``; per-sample seeds are derived from it.
+                ``None``: drawn from ``generator`` (or torch's default generator, which sbi's
+                workers seed one by one, so every worker draws other seeds).
+            generator: A CPU ``torch.Generator`` for the seeds when ``seed`` is None.
 
         Returns:
             ``(n, C, H, W)`` float32 tensor.
+
+        Raises:
+            ValueError: θ of the wrong shape, type or outside the box; a seed that is not an
+                integer in range (bool, float and str are refused); a generator of another type.
         """
         theta = self.check_theta(theta)
+        generator = check_generator(generator)
+        seed = None if seed is None else check_seed(seed)
         n = theta.shape[0]
         if seed is None:
             seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator, dtype=torch.int64).numpy()
@@ -233,15 +270,24 @@ class TDGLSimulator:
         also depends on the vmapped width each device computes: ``shard=False`` keeps every batch
         on one device (width = the padded batch), which is what makes a simulation bank
         bit-identical across processes and machines with different core counts.
-        """
-        theta_t = self.check_theta(theta if isinstance(theta, Tensor) else torch.as_tensor(theta))
-        return self._simulate_checked(theta_t, seeds, shard)
 
-    def _simulate_checked(self, theta_t: Tensor, seeds: Sequence[int] | np.ndarray, shard: bool = True) -> Tensor:
-        seeds = np.asarray(seeds, dtype=np.int64)
+        Args:
+            theta: ``(n, d)`` floating tensor or array inside the box.
+            seeds: ``n`` integers in ``[0, 2**32 - 1]`` (the forward model keys JAX with 32 bits;
+                larger seeds are refused, never wrapped).
+            shard: Spread a batch over the host's devices.
+
+        Raises:
+            ValueError: bad θ, or seeds that are not integers in range or not one per row.
+        """
+        theta_t = self.check_theta(theta)
+        return self._simulate_checked(theta_t, check_seeds(seeds, theta_t.shape[0]), shard)
+
+    def _simulate_checked(self, theta_t: Tensor, seeds: np.ndarray, shard: bool = True) -> Tensor:
         n = theta_t.shape[0]
-        if seeds.shape != (n,):
-            raise ValueError(f"seeds must have shape ({n},), one per theta row; got {seeds.shape}")
+        if self.config.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError("this simulator's config has dtype='float64', but 64-bit JAX is off: call "
+                             "jax.config.update('jax_enable_x64', True) first, or use dtype='float32'")
         if n == 0:
             return torch.empty((0, *self.x_shape), dtype=torch.float32)
         x = self._batched(self._run, theta_t.numpy(), seeds, shard=shard)  # θ: float32 on the CPU
@@ -284,8 +330,9 @@ class TDGLSimulator:
         return jax.jit(jax.vmap(one))
 
     # -- validation -------------------------------------------------------------------------
-    def check_theta(self, theta: Tensor) -> Tensor:
-        """θ as a ``(n, d)`` float32 CPU tensor, or a ValueError naming the expected shape/range."""
+    def check_theta(self, theta: Tensor | np.ndarray) -> Tensor:
+        """θ (a tensor, or a floating numpy array) as a ``(n, d)`` float32 CPU tensor, or a
+        ValueError naming the expected shape/range."""
         low, high = torch.tensor(self.low), torch.tensor(self.high)
         return check_theta(theta, low, high, names=self.names).cpu()
 
@@ -311,8 +358,8 @@ class TDGLSimulator:
             raise ValueError(f"{observation.name} reads {missing}; this simulator's channels are {self.channels}")
         observation.check(self.config)
         theta_t = self.check_theta(theta)
-        seeds = np.asarray(seeds, dtype=np.int64)
-        if seeds.shape != (theta_t.shape[0],) or tuple(x.shape) != (theta_t.shape[0], *self.x_shape):
+        seeds = check_seeds(seeds, theta_t.shape[0])
+        if tuple(x.shape) != (theta_t.shape[0], *self.x_shape):
             raise ValueError(
                 f"theta {tuple(theta_t.shape)}, seeds {seeds.shape} and x {tuple(x.shape)} must have one row each "
                 f"(x rows of shape {self.x_shape})"
@@ -329,6 +376,13 @@ class TDGLSimulator:
     @functools.cached_property
     def _derive_runners(self) -> dict:
         return {}
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle the settings only (sbi's joblib workers, dask): the jitted programs are rebuilt."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_run", "_derive_runners")}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
 
     def describe(self) -> dict[str, object]:
         """JSON-ready description (config, base parameters, names, bounds, channels; the instrument's
@@ -347,9 +401,37 @@ class TDGLSimulator:
 
     @classmethod
     def from_description(cls, d: Mapping[str, object], batch_size: int = 32) -> TDGLSimulator:
-        """Rebuild a simulator from :meth:`describe`'s output."""
+        """Rebuild a simulator from :meth:`describe`'s output.
+
+        Raises:
+            ValueError: a missing or unknown key, or a value of the wrong type (naming it).
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a simulator description must be a mapping, got {type(d).__name__}")
+        need = {"config", "base", "names", "low", "high", "channels"}
+        allowed = need | {"measurement", "observation"}
+        missing, unknown = sorted(need - set(d)), sorted(set(d) - allowed)
+        if missing or unknown:
+            raise ValueError(f"simulator description: missing keys {missing}, unknown keys {unknown} "
+                             f"(expected {sorted(allowed)})")
+        for key in ("names", "low", "high", "channels"):
+            if not isinstance(d[key], (list, tuple)):
+                raise ValueError(f"simulator description: {key} must be a list, got {type(d[key]).__name__}")
+        for key in ("config", "base"):
+            if not isinstance(d[key], Mapping):
+                raise ValueError(f"simulator description: {key} must be a mapping, got {type(d[key]).__name__}")
         meas = d.get("measurement")
         inst = d.get("observation")
+        if meas is not None and not isinstance(meas, Mapping):
+            raise ValueError(f"simulator description: measurement must be a mapping or null, got {meas!r:.40}")
+        try:
+            return cls._from_checked_description(d, meas, inst, batch_size)
+        except (TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"simulator description is malformed: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def _from_checked_description(cls, d: Mapping[str, object], meas: object, inst: object,
+                                  batch_size: int) -> TDGLSimulator:
         return cls(
             config=TDGLConfig.from_dict(d["config"]),  # type: ignore[arg-type]
             base=TDGLParams.from_dict(d["base"]),  # type: ignore[arg-type]
@@ -357,9 +439,76 @@ class TDGLSimulator:
             low=tuple(d["low"]),  # type: ignore[arg-type]
             high=tuple(d["high"]),  # type: ignore[arg-type]
             channels=tuple(d["channels"]),  # type: ignore[arg-type]
-            measurement=Measurement(**meas) if meas else None,  # type: ignore[arg-type]
+            measurement=Measurement(**meas) if meas else None,  # type: ignore[arg-type,dict-item]
             batch_size=batch_size,
             instrument=observation_from_dict(inst) if inst else None,  # type: ignore[arg-type]
+        )
+
+
+def _check_types(sim: TDGLSimulator) -> None:
+    """Named ValueErrors for fields of the wrong type (before anything uses them)."""
+    if not isinstance(sim.config, TDGLConfig):
+        raise ValueError(f"config must be a TDGLConfig, got {type(sim.config).__name__}")
+    if not isinstance(sim.base, TDGLParams):
+        raise ValueError(f"base must be TDGLParams (e.g. presets.type15()), got {type(sim.base).__name__}")
+    if sim.measurement is not None and not isinstance(sim.measurement, Measurement):
+        raise ValueError(f"measurement must be a Measurement or None, got {type(sim.measurement).__name__}")
+    if isinstance(sim.names, str) or not all(isinstance(n, str) for n in sim.names):
+        raise ValueError(f"names must be a sequence of parameter names, got {sim.names!r}")
+    for side in ("low", "high"):
+        values = getattr(sim, side)
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                   and math.isfinite(v) for v in values):
+            raise ValueError(f"{side}={values!r}: the bounds must be finite numbers")
+    bad = [n for n, lo, hi in zip(sim.names, sim.low, sim.high, strict=False) if not lo < hi]
+    if bad:
+        raise ValueError(f"bounds of {bad}: need low < high, got low={sim.low}, high={sim.high}")
+    check_bool("config.thermal", sim.config.thermal)
+
+
+def _check_measurement(measurement: Measurement | None, cfg: TDGLConfig) -> None:
+    """Finite blur and noise, and a down-sampling factor that divides the grid and leaves at least
+    :data:`MIN_PIXELS` pixels per side."""
+    if measurement is None:
+        return
+    for name in ("psf_sigma", "noise_std"):
+        v = getattr(measurement, name)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"measurement.{name}={v!r}: must be a finite number >= 0")
+    f = measurement.downsample
+    if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, np.integer)) or f < 1:
+        raise ValueError(f"measurement.downsample={f!r}: must be an integer >= 1")
+    nx, ny = cfg.shape
+    if nx % f or ny % f or min(nx, ny) // f < MIN_PIXELS:
+        allowed = [k for k in range(1, min(nx, ny) // MIN_PIXELS + 1) if nx % k == 0 and ny % k == 0]
+        raise ValueError(f"measurement.downsample={f} on the {nx}x{ny} grid: it must divide the grid and leave "
+                         f">= {MIN_PIXELS} pixels per side; allowed: {allowed}")
+
+
+def _critical_points(low: Sequence[float], high: Sequence[float]) -> list[tuple[float, ...]]:
+    """The box's corners, plus the points where a range crossing 0 is at 0 (smallest |value|)."""
+    axes = [(lo, hi, 0.0) if lo < 0 < hi else (lo, hi) for lo, hi in zip(low, high, strict=True)]
+    return list(itertools.product(*axes))
+
+
+def _check_noise(params: TDGLParams, cfg: TDGLConfig) -> None:
+    """ValueError if one step's Langevin increment exceeds :data:`MAX_NOISE_STEP` (NaN images)."""
+    if not cfg.thermal:
+        return
+    T = float(np.max(np.asarray(params.T, np.float64)))
+    if T <= 0:
+        return
+    gamma = float(np.min(np.asarray(params.gamma, np.float64)))
+    sigma = float(np.min(np.asarray(params.sigma, np.float64)))
+    step_psi = math.sqrt(T * cfg.dt / (gamma * cfg.h**2))
+    step_a = math.sqrt(2 * T * cfg.dt / sigma) if cfg.gauge == "dynamic" else 0.0
+    if max(step_psi, step_a) > MAX_NOISE_STEP:
+        t_max = MAX_NOISE_STEP**2 * min(gamma * cfg.h**2 / cfg.dt, sigma / (2 * cfg.dt) if step_a else math.inf)
+        raise ValueError(
+            f"T={T:g}: one step's thermal noise (sqrt(T dt/(Γh²)) = {step_psi:.3g} on psi, sqrt(2T dt/σ) = "
+            f"{step_a:.3g} on A at dt={cfg.dt:g}, h={cfg.h:g}) exceeds {MAX_NOISE_STEP:g}, which gives non-finite "
+            f"images; allowed T <= {t_max:.4g} here (or lower dt)"
         )
 
 

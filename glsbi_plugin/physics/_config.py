@@ -95,8 +95,10 @@ class TDGLConfig:
             raise TDGLConfigError(f"h={self.h!r}: the lattice spacing must be finite and > 0")
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise TDGLConfigError(f"dt={self.dt!r}: the time step must be finite and > 0")
-        if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise TDGLConfigError(f"steps={self.steps!r}: must be an integer >= 0")
+        if not isinstance(self.thermal, (bool, np.bool_)):
+            raise TDGLConfigError(f"thermal={self.thermal!r}: must be True or False")
         if self.components not in (1, 2):
             raise TDGLConfigError(f"components={self.components!r}: allowed values are 1 and 2")
         bnd = (self.boundary, self.boundary) if isinstance(self.boundary, str) else tuple(self.boundary)

@@ -26,6 +26,7 @@ lattice: positive at the cores of vortices carrying positive flux, negative in t
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import jax
@@ -131,12 +132,12 @@ class Measurement:
     noise_std: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (self.psf_sigma >= 0):
-            raise ValueError(f"psf_sigma={self.psf_sigma!r}: must be >= 0")
-        if int(self.downsample) != self.downsample or self.downsample < 1:
+        if not (math.isfinite(self.psf_sigma) and self.psf_sigma >= 0):
+            raise ValueError(f"psf_sigma={self.psf_sigma!r}: must be finite and >= 0")
+        if isinstance(self.downsample, bool) or int(self.downsample) != self.downsample or self.downsample < 1:
             raise ValueError(f"downsample={self.downsample!r}: must be an integer >= 1")
-        if not (self.noise_std >= 0):
-            raise ValueError(f"noise_std={self.noise_std!r}: must be >= 0")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std={self.noise_std!r}: must be finite and >= 0")
 
     def apply(self, image: jax.Array, h: float, key: jax.Array | None) -> jax.Array:
         """Blur, down-sample and add noise to a ``(C, nx, ny)`` image."""

@@ -108,3 +108,56 @@ def chunk_digest(theta: np.ndarray, seeds: np.ndarray, x: np.ndarray) -> np.ndar
     for arr, dtype in ((theta, "<f4"), (seeds, "<i8"), (x, "<f4")):
         h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
     return np.frombuffer(h.digest(), dtype=np.uint8).copy()
+
+
+#: Attributes covered by the metadata digest (``attrs["integrity"]``): everything that decides
+#: which θ, seeds and images a chunk holds. ``package_version``, ``zarr_version`` and ``created``
+#: are informational and left out.
+COVERED = ("glsbi_bank", "simulator", "config_hash", "names", "low", "high", "x_shape", "n", "chunk_size",
+           "batch_size", "seed")
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k in sorted(value):
+            out.update(_leaves(value[k], f"{prefix}.{k}"))
+        return out
+    return {prefix: value}
+
+
+def integrity_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata digest of a bank's attributes: ``{"sha256": ..., "fields": {path: digest}}``.
+
+    ``sha256`` covers the canonical JSON of the :data:`COVERED` attributes; ``fields`` holds a short
+    digest of every leaf (dotted paths, e.g. ``simulator.config.steps``) so that an edit can be
+    named. A missing covered attribute counts as ``null``.
+    """
+    covered = {k: canonical(attrs.get(k)) for k in COVERED}
+    leaves: dict[str, Any] = {}
+    for k in COVERED:
+        leaves.update(_leaves(covered[k], k))
+    fields = {p: hashlib.sha256(f"{p}={json.dumps(v, sort_keys=True)}".encode()).hexdigest()[:16]
+              for p, v in leaves.items()}
+    whole = hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"sha256": whole, "fields": fields}
+
+
+def integrity_diff(attrs: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """Dotted paths of the covered attributes that differ from the digest ``record`` (empty: intact).
+
+    Raises nothing: a malformed ``record`` is reported as ``["integrity"]``.
+    """
+    try:
+        want = dict(record["fields"])
+        whole = str(record["sha256"])
+    except (KeyError, TypeError, ValueError):
+        return ["integrity"]
+    try:
+        have = integrity_record(attrs)
+    except (TypeError, ValueError):  # a value that cannot even be canonicalised
+        return [k for k in COVERED if k in attrs] or ["<attributes>"]
+    if have["sha256"] == whole:
+        return []
+    changed = sorted(p for p in set(want) | set(have["fields"]) if want.get(p) != have["fields"].get(p))
+    return changed or ["<attributes>"]

@@ -1,5 +1,10 @@
 """Reading a bank: layout properties, filled masks, integrity checks, train/validation/test splits,
-tensors for sbi and a chunk-by-chunk loader that never holds the whole bank in memory."""
+tensors for sbi and a chunk-by-chunk loader that never holds the whole bank in memory.
+
+Every chunk a reader serves (:meth:`BankReader.to_torch`, :meth:`BankReader.loader`, in worker
+processes too) is read whole and checked against its checksum first: a flipped bit raises
+:class:`~glsbi_plugin.store.CorruptChunkError` naming the chunk and the repair command; the bytes
+are never returned."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 import zarr
 from torch.utils.data import IterableDataset
 
-from ._meta import chunk_digest
+from ._integrity import BankDamagedError, ChunkVerifier, repair_hint
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +35,15 @@ class VerifyReport:
         filled: Chunks marked filled.
         corrupt: ``{chunk: reason}`` for filled chunks that fail their checksum or cannot be read.
         stray_files: Leftover ``*.partial`` temporary files of interrupted writes (harmless).
+        recoverable: Chunks not marked filled whose stored bytes verify against their checksum
+            (a lost flag): the next fill marks them without simulating.
     """
 
     n_chunks: int
     filled: list[int]
     corrupt: dict[int, str]
     stray_files: int = 0
+    recoverable: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,25 +55,44 @@ class VerifyReport:
         s = f"{len(self.filled)}/{self.n_chunks} chunks filled, {len(self.corrupt)} corrupt"
         if self.corrupt:
             s += ": " + "; ".join(f"chunk {c}: {r}" for c, r in sorted(self.corrupt.items()))
+        if self.recoverable:
+            s += f"; {len(self.recoverable)} intact chunks lost their flag (the next fill restores them)"
         return s + (f" ({self.stray_files} stray .partial files)" if self.stray_files else "")
 
 
 class BankReader:
     """Read-side of :class:`~glsbi_plugin.store.SimulationBank` (layout, masks, splits, loaders)."""
 
-    def __init__(self, path: str | Path, group: zarr.Group) -> None:
+    def __init__(
+        self, path: str | Path, group: zarr.Group | None, attrs: dict[str, Any], damage: Sequence[str] = ()
+    ) -> None:
         self.path = Path(path).resolve()
-        self.group = group
-        self._refresh()
+        self.group = group  # None while the root metadata are damaged (until a repair)
+        #: What is wrong with the bank's metadata (empty: intact); reads refuse until a repair.
+        self.damage: list[str] = list(damage)
+        self._refresh(attrs)
 
-    def _refresh(self) -> None:
-        self.attrs: dict[str, Any] = dict(self.group.attrs)
-        self.n: int = int(self.group["theta"].shape[0])
+    def _refresh(self, attrs: dict[str, Any] | None = None) -> None:
+        """Re-read the attributes (the verified ``attrs`` when given)."""
+        self.attrs: dict[str, Any] = dict(self.group.attrs) if attrs is None else dict(attrs)
+        self.n: int = int(self.attrs["n"])
+        self.seed: int = int(self.attrs["seed"])
         self.chunk_size: int = int(self.attrs["chunk_size"])
         self.names: tuple[str, ...] = tuple(self.attrs["names"])
         self.low: tuple[float, ...] = tuple(self.attrs["low"])
         self.high: tuple[float, ...] = tuple(self.attrs["high"])
         self.x_shape: tuple[int, int, int] = tuple(self.attrs["x_shape"])  # type: ignore[assignment]
+
+    def _require_intact(self) -> None:
+        """BankDamagedError (naming what is wrong and the repair) while the metadata are damaged."""
+        if self.damage:
+            raise BankDamagedError(f"{self.path} is damaged: {'; '.join(self.damage)}; {repair_hint(self.path)}")
+
+    @property
+    def verifier(self) -> ChunkVerifier:
+        """The checksum check every chunk read goes through."""
+        return ChunkVerifier(self.path, seed=self.seed, chunk_size=self.chunk_size, low=self.low, high=self.high,
+                             n=self.n)
 
     # -- layout -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -91,7 +118,7 @@ class BankReader:
 
     def _chunk_file(self, name: str, chunk: int) -> Path:
         """File of chunk ``chunk`` of array ``name`` (Zarr v3 default key encoding ``c/i/0/..``)."""
-        ndim = self.group[name].ndim
+        ndim = {"theta": 2, "seeds": 1, "x": 4, "checksum": 2, "filled": 1}[name]
         return self.path.joinpath(name, "c", str(chunk), *(["0"] * (ndim - 1)))
 
     # -- masks ------------------------------------------------------------------------------
@@ -99,8 +126,10 @@ class BankReader:
         """Bool array ``(n_chunks,)``: which chunks are marked filled.
 
         Raises:
-            ValueError: a garbled flag (run :meth:`verify`, then ``fill(repair=True)``).
+            ValueError: a garbled flag (run :meth:`verify`, then ``fill(repair=True)``), or damaged
+                metadata (:class:`~glsbi_plugin.store.BankDamagedError`).
         """
+        self._require_intact()
         try:
             return np.asarray(self.group["filled"][:], dtype=bool)
         except Exception:  # find the culprits for a useful message
@@ -147,43 +176,47 @@ class BankReader:
 
     # -- integrity ---------------------------------------------------------------------------
     def verify(self, *, stray_cleanup: bool = False) -> VerifyReport:
-        """Re-read every filled chunk and compare its sha256 with the stored one.
+        """Re-read every filled chunk and compare its sha256 with the stored one; also find
+        unflagged chunks whose bytes verify (a lost ``filled`` flag).
 
         Args:
             stray_cleanup: Also delete ``*.partial`` temporary files left by killed writes
                 (only safe when no other process is filling this bank).
+
+        Raises:
+            BankDamagedError: the metadata are damaged (the message says how to repair).
         """
-        filled, corrupt = [], {}
+        self._require_intact()
+        filled, corrupt, recoverable = [], {}, []
         for c in range(self.n_chunks):
             try:
-                if not self.is_filled(c):
-                    continue
+                flag = self.is_filled(c)
             except Exception as e:  # an unreadable flag counts as a corrupt chunk
                 corrupt[c] = f"filled flag unreadable ({type(e).__name__})"
                 continue
-            filled.append(c)
-            reason = self._check_chunk(c)
-            if reason:
-                corrupt[c] = reason
+            if flag:
+                filled.append(c)
+                reason = self._check_chunk(c)
+                if reason:
+                    corrupt[c] = reason
+            elif self._chunk_file("checksum", c).exists() and self._check_chunk(c) is None:
+                recoverable.append(c)
         stray = sorted(self.path.rglob("*.partial"))
         if stray_cleanup:
             for p in stray:
                 p.unlink(missing_ok=True)
-        report = VerifyReport(self.n_chunks, filled, corrupt, len(stray))
+        report = VerifyReport(self.n_chunks, filled, corrupt, len(stray), recoverable)
         (logger.warning if corrupt else logger.info)("verify %s: %s", self.path, report.summary())
         return report
 
     def _check_chunk(self, chunk: int) -> str | None:
-        s, e = self.chunk_slice(chunk)
-        try:
-            theta, seeds, x = self.group["theta"][s:e], self.group["seeds"][s:e], self.group["x"][s:e]
-            stored = self.group["checksum"][chunk]
-        except Exception as e:  # a garbled chunk file fails to decode
-            return f"unreadable ({type(e).__name__}: {str(e)[:80]})"
-        if np.array_equal(chunk_digest(theta, seeds, x), stored):
+        if getattr(self, "_verifier", None) is None or self._verifier_key != (self.n, self.seed, self.chunk_size):
+            self._verifier, self._verifier_key = self.verifier, (self.n, self.seed, self.chunk_size)
+        reason, _ = self._verifier.check(self.group, chunk)
+        if reason is None:
             return None
-        missing = [name for name in ("theta", "seeds", "x") if not self._chunk_file(name, chunk).exists()]
-        return f"checksum mismatch (chunk file of {', '.join(missing)} missing)" if missing else "checksum mismatch"
+        missing = [name for name in ("theta", "seeds", "x", "checksum") if not self._chunk_file(name, chunk).exists()]
+        return f"{reason} (chunk file of {', '.join(missing)} missing)" if missing else reason
 
     # -- splits -----------------------------------------------------------------------------
     def split_indices(
@@ -231,7 +264,9 @@ class BankReader:
         return self.split_indices(**split_kwargs)[split]
 
     # -- tensors ----------------------------------------------------------------------------
-    def to_torch(self, split: str | None = None, *, observation: Any = None, **split_kwargs: Any) -> tuple[Any, Any]:
+    def to_torch(
+        self, split: str | None = None, *, observation: Any = None, verify: bool = True, **split_kwargs: Any
+    ) -> tuple[Any, Any]:
         """``(theta, x)`` torch tensors of the filled samples (or of one split), for sbi's
         ``append_simulations``. Reads chunk by chunk; the result holds the selection in memory.
 
@@ -241,13 +276,22 @@ class BankReader:
                 (e.g. ``STM(...)``) from the stored fields, with each row's own measurement noise
                 (:meth:`~glsbi_plugin.sbi_simulator.TDGLSimulator.derive`): one bank of the physical
                 fields serves every instrument. ``None``: the stored images.
+            verify: Check every chunk against its checksum before using it (default; the cost is
+                in ``benchmarks/results/bank_fill.md``). ``False`` only to time the check.
             **split_kwargs: ``fractions``, ``split_seed`` (or ``seed``) and ``by`` of :meth:`split_indices`.
+
+        Raises:
+            CorruptChunkError: a chunk fails its checksum (a ``ValueError`` naming the chunk and
+                the repair command); nothing is returned.
+            BankDamagedError: the bank's metadata are damaged.
         """
         import torch
 
         idx = self._select(split, **split_kwargs)
         thetas, xs = [], []
-        for theta, x, seeds in _read_rows(self.group, idx, self.chunk_size, seeds=observation is not None):
+        verifier = self.verifier if verify else None
+        for theta, x, seeds in _read_rows(self.group, idx, self.chunk_size, seeds=observation is not None,
+                                          verifier=verifier):
             if observation is not None:
                 x = self.simulator.derive(observation, torch.from_numpy(theta), seeds, torch.from_numpy(x)).numpy()
             thetas.append(theta)
@@ -266,6 +310,7 @@ class BankReader:
         seed: int = 0,
         drop_last: bool = False,
         num_workers: int = 0,
+        verify: bool = True,
         **split_kwargs: Any,
     ) -> Any:
         """A torch ``DataLoader`` of ``(theta, x)`` batches read chunk by chunk.
@@ -280,23 +325,33 @@ class BankReader:
             seed: Shuffling seed.
             drop_last: Drop a final short batch.
             num_workers: DataLoader worker processes (chunks are dealt out among them).
+            verify: Check every chunk against its checksum as it is read (default); a corrupt
+                chunk raises :class:`~glsbi_plugin.store.CorruptChunkError` during iteration.
             **split_kwargs: ``fractions``, ``split_seed`` (the ``seed`` of :meth:`split_indices`) and ``by``.
         """
         from torch.utils.data import DataLoader
 
         idx = self._select(split, **split_kwargs)
         shuffle = (split == "train") if shuffle is None else shuffle
-        ds = _ChunkDataset(str(self.path), idx, self.chunk_size, int(batch_size), shuffle, seed, drop_last)
+        ds = _ChunkDataset(str(self.path), idx, self.chunk_size, int(batch_size), shuffle, seed, drop_last,
+                           self.verifier if verify else None)
         # spawned workers: forking a process that runs JAX's threads can deadlock
         context = "spawn" if num_workers else None
         return DataLoader(ds, batch_size=None, num_workers=num_workers, multiprocessing_context=context)
 
 
 def _read_rows(
-    group: zarr.Group, idx: np.ndarray, chunk_size: int, order: np.ndarray | None = None, *, seeds: bool = False
+    group: zarr.Group,
+    idx: np.ndarray,
+    chunk_size: int,
+    order: np.ndarray | None = None,
+    *,
+    seeds: bool = False,
+    verifier: ChunkVerifier | None = None,
 ) -> Iterator:
     """Yield ``(theta, x, seeds)`` numpy blocks of the rows ``idx``, one chunk at a time (``seeds``
-    is None unless asked for: the simulation seeds that derived observations need)."""
+    is None unless asked for: the simulation seeds that derived observations need). With a
+    ``verifier`` every chunk is read whole and checked against its checksum first."""
     idx = np.sort(idx)
     chunks = np.unique(idx // chunk_size) if order is None else order
     theta_arr, x_arr = group["theta"], group["x"]  # open the arrays once
@@ -305,6 +360,11 @@ def _read_rows(
         lo, hi = np.searchsorted(idx, [c * chunk_size, (c + 1) * chunk_size])
         rows = idx[lo:hi]
         if rows.size == 0:
+            continue
+        if verifier is not None:
+            theta_c, seeds_c, x_c = verifier.read(group, int(c))
+            r = rows - int(c) * chunk_size
+            yield theta_c[r], x_c[r], (seeds_c[r] if seeds else None)
             continue
         s, e = int(rows[0]), int(rows[-1]) + 1
         sd = None if seeds_arr is None else seeds_arr[s:e][rows - s]
@@ -315,12 +375,21 @@ class _ChunkDataset(IterableDataset):
     """Iterable of ready-made ``(theta, x)`` batches (DataLoader uses ``batch_size=None``)."""
 
     def __init__(
-        self, path: str, idx: np.ndarray, chunk_size: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool
+        self,
+        path: str,
+        idx: np.ndarray,
+        chunk_size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        verifier: ChunkVerifier | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         self.path, self.idx, self.chunk_size, self.batch_size = path, idx, chunk_size, batch_size
         self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        self.verifier = verifier
 
     def __len__(self) -> int:
         return len(self.idx) // self.batch_size if self.drop_last else math.ceil(len(self.idx) / self.batch_size)
@@ -344,7 +413,7 @@ class _ChunkDataset(IterableDataset):
         buf_t: list[np.ndarray] = []
         buf_x: list[np.ndarray] = []
         held = 0
-        for theta, x, _ in _read_rows(group, self.idx, self.chunk_size, order=chunks):
+        for theta, x, _ in _read_rows(group, self.idx, self.chunk_size, order=chunks, verifier=self.verifier):
             if self.shuffle:
                 p = rng.permutation(len(theta))
                 theta, x = theta[p], x[p]
