@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 # e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH_SPEC ?= torch==2.13.0
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
+# pytest worker processes (pytest-xdist): one per core of the 2-core machines this is built on
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-all bench lint clean
 
@@ -22,10 +24,10 @@ run: install
 	$(VENV)/bin/glsbi quickstart --out runs/quickstart
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: install
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m ""
 
 bench: install
 	$(PY) benchmarks/solver_throughput.py

@@ -23,6 +23,9 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from . import _threads  # noqa: F401 - first: it notes the XLA_FLAGS the user set, before _env adds to them
+
+# isort: split
 from . import _env  # noqa: F401
 
 try:
@@ -41,6 +44,7 @@ _LAZY: dict[str, str] = {
     "to_jax": ".bridge",
     "to_torch": ".bridge",
     "torch_function": ".bridge",
+    "infer_image": ".apps.image",
 }
 _DEFAULTS = ("simulator", "prior")
 

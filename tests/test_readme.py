@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _run(code: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
 def test_sbi_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ns = _run(_block("simulate_for_sbi"), tmp_path, monkeypatch)
-    assert ns["x"].shape == (500, 2, 48, 48) and ns["samples"].shape == (1000, 2)
+    assert ns["x"].shape == (300, 2, 48, 48) and ns["samples"].shape == (1000, 2)
     lo, hi = ns["posterior"].credible_interval(0.9).T
     assert ((ns["prior"].support.base_constraint.lower_bound <= lo) & (lo < hi)).all()
     assert not (tmp_path / "sbi-logs").exists()
@@ -63,8 +64,10 @@ def test_calibration_after_make_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     from glsbi_plugin.apps.cli import main
 
-    assert main(["quickstart", "--out", str(tmp_path / "runs" / "quickstart"), *TINY]) == 0
+    out = tmp_path / "runs" / "quickstart"
+    assert main(["quickstart", "--out", str(out), *TINY, "--num-heldout", "10"]) == 0
     ns = _run(_block("calibration_report"), tmp_path, monkeypatch)
-    assert ns["report"].ranks.shape == (10, 2)
+    num_test = json.loads((out / "summary.json").read_text())["num_test"]
+    assert num_test == 10 and ns["report"].ranks.shape == (num_test, 2)
     assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"sbc_ranks.png", "coverage.png", "tarp.png"}
     assert (tmp_path / "calibration.json").stat().st_size > 0

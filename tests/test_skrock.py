@@ -181,6 +181,7 @@ def test_psi_noise_obeys_the_discrete_fluctuation_dissipation_relation():
     assert 0.9 < mean_rho / boltzmann < 0.98
 
 
+@pytest.mark.slow  # ~45 s; `make test-all` runs it, benchmarks/scheme_agreement.py measures the same at t = 200
 def test_default_step_resolves_the_quench():
     """Early in the quench (t = 20, η = 0.15, 1024 seeds) the default forward model's step leaves as
     many unannihilated vortex-antivortex pairs as Euler does, while a stable but longer step

@@ -8,6 +8,14 @@ diagnostics → applications.
 
 from __future__ import annotations
 
-from .image import ImageInference, ImageMapping, infer_image, map_to_observation, read_image
+from importlib import import_module
+from typing import Any
 
 __all__ = ["ImageInference", "ImageMapping", "infer_image", "map_to_observation", "read_image"]
+
+
+def __getattr__(name: str) -> Any:
+    """The image API of :mod:`.image`, imported on first use (``glsbi --help`` imports this package)."""
+    if name in __all__:
+        return getattr(import_module(".image", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,6 +64,7 @@ from ..physics import (
     winding_positions,
 )
 from ..sbi_simulator import DEFAULT_BOUNDS
+from ._figures import LENGTH_LABEL, channel_label, flux_bin
 
 if TYPE_CHECKING:
     from ..inference import GridPosterior
@@ -441,16 +442,17 @@ class DemoFigure:
         show_x = not isinstance(model.observation, Observation)  # an instrument: draw what the posterior reads
         ncols = 3 + show_x + with_post
         wspace = 0.35 if ncols < 5 else 0.5
-        grid = fig.add_gridspec(1, ncols, left=0.04, right=0.97, top=0.90, bottom=0.40, wspace=wspace)
+        grid = fig.add_gridspec(1, ncols, left=0.04, right=0.94, top=0.90, bottom=0.40, wspace=wspace)
         self.images = {}
         self._markers = {}
         titles = {"rho1": "|ψ1|²", "rho2": "|ψ2|²", "bz": "B_z"}
+        length = LENGTH_LABEL.format(h=model.config.h)
         for k, (name, cmap) in enumerate((("rho1", "magma"), ("rho2", "magma"), ("bz", "viridis"))):
             ax = fig.add_subplot(grid[0, k])
             im = ax.imshow(np.zeros(model.config.shape[::-1]), origin="lower", extent=model.extent, cmap=cmap)
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label(channel_label(name), fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel(length, fontsize=7)
             ax.set_title(titles[name], fontsize=10)
             self.images[name] = im
             if name != "bz":
@@ -462,9 +464,10 @@ class DemoFigure:
             _, px, py = model.observation.x_shape(model.config)
             im = ax.imshow(np.zeros((py, px)), origin="lower", extent=model.observation.extent(model.config),
                            cmap="magma")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label(
+                channel_label(model.observation.channel_names[0], model.observation), fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel(length, fontsize=7)
             ax.set_title(f"observed: {model.observation.channel_names[0]}", fontsize=10)
             self.images["x"] = im
         self.posterior_image = self.truth_marker = self.map_marker = None
@@ -474,10 +477,18 @@ class DemoFigure:
             self.posterior_image = ax.imshow(
                 np.zeros((2, 2)), origin="lower", extent=(e_lo, e_hi, b_lo, b_hi), aspect="auto", cmap="viridis"
             )
+            fig.colorbar(self.posterior_image, ax=ax, fraction=0.046, pad=0.03).set_label("p(η, B | x)", fontsize=7)
+            ax.tick_params(labelsize=7)
+            # B is quantised on the torus: every B between two dotted lines gives the same N_phi
+            _, first, _ = flux_bin(b_lo, model.config.shape, model.config.h)
+            quantum = 2 * np.pi / (model.config.shape[0] * model.config.shape[1] * model.config.h**2)
+            for edge in np.arange(first, b_hi, quantum):
+                if b_lo < edge < b_hi:
+                    ax.axhline(edge, color="w", lw=0.6, ls=":", alpha=0.7)
             (self.truth_marker,) = ax.plot([], [], "r*", ms=13, label="true θ")
             (self.map_marker,) = ax.plot([], [], "wx", ms=9, mew=2, label="MAP")
             ax.set_xlabel("η")
-            ax.set_ylabel("B")
+            ax.set_ylabel("B  (dotted: flux-quantum bins)")
             ax.legend(loc="best", fontsize=7, framealpha=0.6)
             self._posterior_ax = ax
 

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 
+from .._threads import cpu_only_platform
 from . import Observation, forward_in_segments, length_scales, presets
 
 
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--regimes", action="store_true", help="print the regime table across η")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cpu_only_platform()  # no accelerator installed: do not let JAX probe (and log about) TPU and GPU backends
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("glsbi_plugin").setLevel(logging.INFO)  # this package's progress, not every library's
     if args.regimes:
         print(f"{'eta':>6} {'u1':>6} {'u2':>6} {'lambda':>7} {'xi-':>6} {'xi+':>6} {'Hc2':>6}  regime")
         for eta in np.linspace(0.0, 0.5, 11):
