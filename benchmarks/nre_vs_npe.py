@@ -212,7 +212,7 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                   "coverage_90", "sbc_ks_p", "tarp_atc", "coverage"):
             m, s = mean_sd([c[k] for c in group])
             row[k], row[k + "_sd"] = m.tolist(), s.tolist()
-        row["ks_min_per_seed"] = [min(c["sbc_ks_p"]) for c in group]
+        row["sbc_ks_p_per_seed"] = [c["sbc_ks_p"] for c in sorted(group, key=lambda c: c["seed"])]
         out.append(row)
     return out
 
@@ -241,7 +241,7 @@ def markdown(table: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
         f"{env.get('torch')}, sbi {env.get('sbi')}.",
         "",
         "| observation | method | budget | seeds | train s | infer ms | log q | η std/width | B std/width | η RMSE "
-        "| B RMSE | max cov. dev. | 90 % cov (η, B) | SBC KS p (η, B) | TARP ATC |",
+        "| B RMSE | max cov. dev. | 90 % cov (η, B) | SBC KS p per seed: η; B | TARP ATC |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in table:
@@ -252,7 +252,8 @@ def markdown(table: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
             f"{fmt(r['std_over_width'][1], r['std_over_width_sd'][1], 3)} | {r['rmse'][0]:.4f} | {r['rmse'][1]:.4f} | "
             f"{fmt(r['max_coverage_deviation'], r['max_coverage_deviation_sd'], 3)} | "
             f"{r['coverage_90'][0]:.2f}, {r['coverage_90'][1]:.2f} | "
-            f"{r['sbc_ks_p'][0]:.2g}, {r['sbc_ks_p'][1]:.2g} | {fmt(r['tarp_atc'], r['tarp_atc_sd'], 3)} |"
+            f"{', '.join(f'{p[0]:.1g}' for p in r['sbc_ks_p_per_seed'])}; "
+            f"{', '.join(f'{p[1]:.1g}' for p in r['sbc_ks_p_per_seed'])} | {fmt(r['tarp_atc'], r['tarp_atc_sd'], 3)} |"
         )
     band = 2 * math.sqrt(0.09 / args.num_test)
     lines += [
@@ -261,7 +262,8 @@ def markdown(table: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
         f"{-math.log(0.3 * 0.07):.2f}). std/width: mean marginal posterior std over the prior width (0.289: "
         f"nothing learned). max cov. dev.: the largest |coverage − level| of the central marginal intervals over "
         f"levels 0.05–0.95 and both parameters (binomial noise alone: about {band:.2f} at 90 %, 2 s.d., more at "
-        f"50 %). SBC KS p: mean over seeds. TARP ATC < 0: over-confident.",
+        f"50 %). SBC KS p: one value per training seed (a calibrated posterior passes, p ≥ 0.05, in about 19 "
+        f"of 20). TARP ATC < 0: over-confident.",
         "",
         "Coverage curves per method: `nre_vs_npe.png`.",
     ]
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the fields banks live (shared with benchmarks/observation_models.py)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "glsbi" / "nre_vs_npe"))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", action="store_true", help="rewrite the report from the finished cells; train nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.steps, args.budgets, args.num_test = 24, 32, [60, 120], 40
@@ -343,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             done[c["observation"], c["method"], c["budget"], c["seed"]] = c
     print(f"{len(done)} finished cells in {done_path}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        write(done, env, args, info)
+        return 0
     cwd = os.getcwd()
     for obs_name in args.observations:
         obs = OBSERVATIONS[obs_name]

@@ -14,7 +14,8 @@ from glsbi_plugin.inference import GridPosterior
 from glsbi_plugin.store import SimulationBank
 
 # a 16² torus holds too little flux for the default field prior: the tiny run widens it
-TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--chunk-size", "10", "--max-epochs", "2",
+TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--num-heldout", "10", "--chunk-size", "10",
+        "--max-epochs", "2",
         "--theta", "0.15", "0.25", "--bound", "field", "0.1", "0.4", "--no-progress", "--threads", "2"]
 
 
@@ -32,16 +33,24 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     check_calibration(summary, out)
     check_grid_coverage(summary, out)
     assert summary["bank"] == {"chunks_simulated_now": 6, "simulations": 60}
-    # rerun: the bank is complete, nothing is simulated again
+    assert summary["heldout"] == {"seed": 1, "chunks_simulated_now": 1, "simulations": 10}
+    assert len(summary["calibration_verdicts"]) == 2 and "verdict: eta: " in text
+    # the held-out bank is another seed: none of its simulation seeds was trained on
+    train_seeds = set(SimulationBank.open(out / "bank.zarr", read_only=True).group["seeds"][:].tolist())
+    held_seeds = set(SimulationBank.open(out / "heldout.zarr", read_only=True).group["seeds"][:].tolist())
+    assert not train_seeds & held_seeds
+    # rerun: both banks are complete, nothing is simulated again
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
-    assert json.loads((out / "summary.json").read_text())["bank"] == {"chunks_simulated_now": 0, "simulations": 60}
+    rerun = json.loads((out / "summary.json").read_text())
+    assert rerun["bank"] == {"chunks_simulated_now": 0, "simulations": 60}
+    assert rerun["heldout"]["chunks_simulated_now"] == 0
 
 
 def check_grid_coverage(summary: dict, out) -> None:  # noqa: ANN001 - a Path
     """The printed 90 % test coverage, recomputed independently: the saved estimator, a fresh grid
-    posterior and the bank's test split, counting how often each 90 % interval holds the true θ."""
+    posterior and the held-out bank, counting how often each 90 % interval holds the true θ."""
     ckpt = load_estimator(out / "estimator.pt")
-    theta, x = SimulationBank.open(out / "bank.zarr", read_only=True).to_torch("test")
+    theta, x = SimulationBank.open(out / "heldout.zarr", read_only=True).to_torch()
     assert len(theta) == summary["num_test"] == 10
     posterior = GridPosterior(ckpt.estimator, ckpt.prior)
     hits = np.zeros(2)

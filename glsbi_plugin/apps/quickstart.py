@@ -1,21 +1,27 @@
-r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → infer → plot, end to end.
+r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → infer → calibrate → plot.
 
-1. A simulation bank (Zarr, resumable: rerunning after a crash only fills what is missing) of
+1. A training bank (Zarr, resumable: rerunning after a crash only fills what is missing) of
    θ = (η, B) from the prior, simulated with the default two-band preset on a small torus and
    observed as an instrument would: by default zero-bias STM conductance maps of the weak band
    (standardised, so no absolute density gives η away; tip blur, noise).
-2. NRE-C with the ResNet+GAP embedding, trained on the bank's train split (sbi's own trainer).
-3. A grid posterior for an observation simulated at a known θ, and its 90 % credible intervals.
-4. A calibration report on the bank's held-out test split (:mod:`glsbi_plugin.diagnostics`): SBC
-   ranks, expected coverage of central and HPD credible regions (the 90 % marginal intervals
-   should cover the true θ ≈ 90 % of the time), exact grid-interval coverage and TARP.
-5. Figures (observation, posterior, marginals; ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``)
-   and a JSON summary (with the calibration report) in the output directory, and
-   the trained estimator (``estimator.pt``, for ``glsbi demo --posterior``).
+2. A held-out bank of ``num_heldout`` (300) simulations from another seed (``seed + 1``), never
+   seen in training: the calibration verdict is computed on it.
+3. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
+   validation share) on every training simulation, each epoch shown under a random symmetry of
+   the torus (shift, rotation, reflection: exact symmetries of p(x | θ)); optionally an ensemble of
+   ``members`` estimators from different seeds, mixed in the grid posterior.
+4. A grid posterior for an observation simulated at a known θ, and its 90 % credible intervals.
+5. A calibration report on the held-out bank (:mod:`glsbi_plugin.diagnostics`): SBC ranks with a
+   plain verdict per parameter, expected coverage of central and HPD credible regions, exact
+   grid-interval coverage and TARP.
+6. Figures (observation, posterior, marginals; ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``)
+   and a JSON summary (with the calibration report) in the output directory, and the trained
+   estimator (``estimator.pt``, for ``glsbi demo --posterior``).
 
 The defaults are chosen to finish in a few minutes on 2 CPU cores: the forward model is
 ``presets.small_forward_model()`` (48² torus, SK-ROCK, snapshot at t = 80, while the clusters are
-still coarsening: the forward model includes it).
+still coarsening: the forward model includes it). What each recipe step does to calibration was
+measured on held-out simulations (``benchmarks/results/nre_vs_npe.md`` and the README).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import save_estimator
+from .._threads import torch_threads
+from ..checkpoint import ensemble_paths, save_estimator
 from ..diagnostics import calibration_report
 from ..embeddings import EmbeddingConfig
-from ..inference import GridPosterior, build_inference, train
+from ..inference import GridPosterior, train_ensemble
 from ..physics import STM, AnyObservation, TDGLConfig, presets
 from ..sbi_simulator import DEFAULT_BOUNDS, make_simulator
 from ..store import SimulationBank
@@ -54,10 +61,17 @@ class QuickstartSettings:
         steps: Time steps of the default scheme instead of ``t_final`` (give one of the two), or ``None``.
         bounds: Prior box ``((eta_low, eta_high), (field_low, field_high))``; default the package's
             ``DEFAULT_BOUNDS``. A small torus needs a larger field to hold a flux quantum.
-        num_simulations: Bank size (train / validation / test split 80/10/10 by chunk).
+        num_simulations: Training bank size (sbi holds out 10 % of it for early stopping).
+        num_heldout: Held-out bank size (bank seed ``seed + 1``), for the calibration report;
+            0: no report.
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
-        max_epochs: Training epochs at most.
+        max_epochs: Training epochs at most (training stops earlier when the validation loss has
+            not improved for ``patience`` epochs).
+        patience: Early-stopping patience in epochs.
+        members: Estimators trained from seeds ``seed``, ``seed + 1``, ...; more than one: their
+            posteriors are mixed (:class:`~glsbi_plugin.inference.GridPosterior` ensembles) and
+            ``estimator.pt`` holds member 0, ``estimator_1.pt``, ... the others.
         theta_true: (η, B) of the demonstration observation.
         seed: Bank seed (θ and simulation seeds) and torch seed.
         observation: What the images show, an observation of :mod:`glsbi_plugin.physics`. Default
@@ -66,7 +80,8 @@ class QuickstartSettings:
             (``benchmarks/results/observation_models.md``). ``Observation()`` is the ideal ρ₁, ρ₂.
         embedding: Image embedding. The quickstart's default is a small strided ResNet (about
             20x cheaper to train than the exactly shift-invariant default of
-            :class:`EmbeddingConfig`, invariant to shifts by multiples of 4 sites).
+            :class:`EmbeddingConfig`, invariant to shifts by multiples of 4 sites), trained under
+            random torus symmetries (``symmetry="torus"``).
     """
 
     size: int = 48
@@ -74,14 +89,17 @@ class QuickstartSettings:
     steps: int | None = None
     bounds: tuple[tuple[float, float], tuple[float, float]] = tuple(DEFAULT_BOUNDS[n] for n in NAMES)  # type: ignore[assignment]
     num_simulations: int = 1000
+    num_heldout: int = 300
     chunk_size: int = 50
     method: str = "NRE_C"
-    max_epochs: int = 30
+    max_epochs: int = 100
+    patience: int = 15
+    members: int = 1
     theta_true: tuple[float, float] = (0.15, 0.07)
     seed: int = 0
     observation: AnyObservation = dataclasses.field(default_factory=STM)
     embedding: EmbeddingConfig = dataclasses.field(
-        default_factory=lambda: EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True)
+        default_factory=lambda: EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True, symmetry="torus")
     )
 
     def __post_init__(self) -> None:
@@ -96,13 +114,15 @@ class QuickstartSettings:
 def run_quickstart(
     out_dir: str | Path, settings: QuickstartSettings | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
-    """Run the main job; write ``bank.zarr``, ``estimator.pt``, ``posterior.png``, ``summary.json`` to ``out_dir``,
-    and the calibration figures ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``.
+    """Run the main job; write ``bank.zarr``, ``heldout.zarr``, ``estimator.pt``, ``posterior.png``,
+    ``inference_result.png`` and ``summary.json`` to ``out_dir``, and the calibration figures
+    ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``.
 
     Args:
-        out_dir: Output directory (created). An existing bank there is reused and completed.
+        out_dir: Output directory (created). Existing banks there are reused and completed.
         settings: Options; default :class:`QuickstartSettings`.
-        progress: Show progress bars (the CLI sets it).
+        progress: Show progress bars (simulation, training epochs, calibration; the CLI sets it).
+            Without them every stage still logs at INFO.
 
     Returns:
         The summary dictionary written to ``summary.json``.
@@ -118,59 +138,58 @@ def run_quickstart(
                                observation=s.observation, batch_size=s.chunk_size)
     prior = simulator.prior()
     t0 = time.perf_counter()
-    bank_path = out / "bank.zarr"
-    if bank_path.exists():
-        try:
-            bank = SimulationBank.open(bank_path, simulator)
-        except ValueError as e:  # e.g. a bank of an older forward model: keep it, say what to do
-            raise ValueError(
-                f"{bank_path} was simulated with other settings ({e}); keep it and choose another --out, "
-                "or delete it to simulate afresh"
-            ) from e
-        if bank.n < s.num_simulations:
-            raise ValueError(f"{bank_path} holds {bank.n} samples, fewer than num_simulations={s.num_simulations}")
-    else:
-        bank = SimulationBank.create(bank_path, simulator, s.num_simulations, chunk_size=s.chunk_size, seed=s.seed)
-    fill = bank.fill(progress=progress)
+    with torch_threads(1):  # JAX simulates: torch's threads would only compete with XLA's
+        bank, fill = _bank(out / "bank.zarr", simulator, s.num_simulations, s.chunk_size, s.seed, progress)
+        heldout = heldout_fill = None
+        if s.num_heldout:
+            heldout, heldout_fill = _bank(out / "heldout.zarr", simulator, s.num_heldout, s.chunk_size, s.seed + 1,
+                                          progress)
     timings["simulate_s"] = time.perf_counter() - t0
     logger.info("bank: %d simulations (%d chunks simulated now)", bank.n_filled, len(fill.simulated))
 
     t0 = time.perf_counter()
-    theta, x = bank.to_torch("train")
-    theta_val, x_val = bank.to_torch("validation")
-    inference = build_inference(s.method, prior, s.embedding, x_shape=simulator.x_shape)
-    # sbi draws its own random hold-out; we give it the bank's train+validation rows and the
-    # validation split's share. The test split stays unseen for the coverage check.
-    n_val = len(theta_val)
-    estimator = train(
-        inference,
-        torch.cat([theta, theta_val]),
-        torch.cat([x, x_val]),
-        max_epochs=s.max_epochs,
-        validation_fraction=n_val / (len(theta) + n_val) if n_val else 0.1,
-    )
+    theta, x = bank.to_torch()
+    theta, x = theta[: s.num_simulations], x[: s.num_simulations]
+    bar = _EpochBar(s.max_epochs, s.members) if progress else None
+    try:
+        estimators = train_ensemble(
+            s.method, prior, theta, x, members=s.members, seed=s.seed, embedding=s.embedding,
+            x_shape=simulator.x_shape, max_epochs=s.max_epochs, stop_after_epochs=s.patience,
+            progress=None if bar is None else bar.update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     timings["train_s"] = time.perf_counter() - t0
-    epochs = int(inference.summary["epochs_trained"][-1])
-    save_estimator(out / "estimator.pt", estimator, method=s.method, simulator=simulator, embedding=s.embedding)
+    epochs = _EpochBar.epochs_of(estimators)
+    for estimator, path in zip(estimators, ensemble_paths(out / "estimator.pt", s.members), strict=True):
+        save_estimator(path, estimator, method=s.method, simulator=simulator, embedding=s.embedding)
 
-    t0 = time.perf_counter()
-    theta_o = torch.tensor([s.theta_true], dtype=torch.float32)
-    x_o = simulator(theta_o, seed=s.seed + 10_000)
-    posterior = GridPosterior(estimator, prior, x_o=x_o[0])
-    interval = posterior.credible_interval(0.9)
-    theta_map = posterior.map()
-    timings["infer_s"] = time.perf_counter() - t0
-
-    theta_test, x_test = bank.to_torch("test")
-    report = None
-    if len(theta_test):
+    # one observation at a time is latency-bound: one torch thread (and none competing with XLA's)
+    with torch_threads(1):
         t0 = time.perf_counter()
-        report = calibration_report(posterior, theta_test, x_test, names=simulator.names, seed=s.seed)
-        report.plot(out)
-        timings["calibrate_s"] = time.perf_counter() - t0
-        coverage = np.asarray(report.coverage_at(0.9)["grid"])  # exact: GridPosterior.credible_interval(0.9)
-    else:
+        theta_o = torch.tensor([s.theta_true], dtype=torch.float32)
+        x_o = simulator(theta_o, seed=s.seed + 10_000)
+        posterior = GridPosterior(estimators, prior, x_o=x_o[0])
+        interval = posterior.credible_interval(0.9)
+        theta_map = posterior.map()
+        timings["infer_s"] = time.perf_counter() - t0
+
+        report = None
+        num_test = 0
         coverage = np.full(len(simulator.names), np.nan)
+        if heldout is not None:
+            t0 = time.perf_counter()
+            theta_test, x_test = heldout.to_torch()
+            num_test = len(theta_test)
+            logger.info("calibration on %d held-out simulations (seed %d)", num_test, heldout.seed)
+            report = calibration_report(posterior, theta_test, x_test, names=simulator.names, seed=s.seed,
+                                        progress=progress)
+            report.plot(out)
+            timings["calibrate_s"] = time.perf_counter() - t0
+            coverage = np.asarray(report.coverage_at(0.9)["grid"])  # exact: GridPosterior.credible_interval(0.9)
+            for line in report.verdicts():
+                logger.info("calibration: %s", line)
 
     summary = {
         "settings": {
@@ -184,15 +203,68 @@ def run_quickstart(
         "credible_interval_90": interval.tolist(),
         "truth_inside_90": [bool(lo <= t <= hi) for t, (lo, hi) in zip(s.theta_true, interval.tolist(), strict=True)],
         "test_coverage_90": coverage.tolist(),
-        "num_test": len(theta_test),
+        "num_test": num_test,
         "bank": {"chunks_simulated_now": len(fill.simulated), "simulations": bank.n_filled},
-        "epochs_trained": epochs,
-        "best_validation_loss": float(inference.summary["best_validation_loss"][-1]),
+        "heldout": None if heldout is None else {
+            "seed": heldout.seed, "chunks_simulated_now": len(heldout_fill.simulated),
+            "simulations": heldout.n_filled,
+        },
+        "members": s.members,
+        "epochs_trained": epochs[0],
+        "epochs_trained_per_member": epochs,
+        "best_validation_loss": float(estimators[0]._glsbi_best_validation_loss),
         "timings": timings,
         "calibration": None if report is None else report.to_dict(),
+        "calibration_verdicts": None if report is None else report.verdicts(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     from ._figures import plot_main_result
 
     plot_main_result(out / "posterior.png", posterior, x_o[0], s, simulator, summary)
     return summary
+
+
+def _bank(path: Path, simulator: Any, n: int, chunk_size: int, seed: int, progress: bool) -> tuple[SimulationBank, Any]:
+    """Open (and complete) or create and fill the bank at ``path``."""
+    if path.exists():
+        try:
+            bank = SimulationBank.open(path, simulator)
+        except ValueError as e:  # e.g. a bank of an older forward model: keep it, say what to do
+            raise ValueError(
+                f"{path} was simulated with other settings ({e}); keep it and choose another --out, "
+                "or delete it to simulate afresh"
+            ) from e
+        if bank.n < n:
+            raise ValueError(f"{path} holds {bank.n} samples, fewer than the {n} asked for")
+        if bank.seed != seed:
+            raise ValueError(f"{path} has bank seed {bank.seed}, not {seed}; choose another --out")
+    else:
+        bank = SimulationBank.create(path, simulator, n, chunk_size=chunk_size, seed=seed)
+    return bank, bank.fill(progress=progress)
+
+
+class _EpochBar:
+    """A tqdm bar over the training epochs of every ensemble member, with the latest losses."""
+
+    def __init__(self, max_epochs: int, members: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.members = members
+        self.bar = tqdm(total=max_epochs * members, desc="train", unit="epoch", leave=True)
+        self.max_epochs = max_epochs
+
+    def update(self, member: int, record: Any) -> None:
+        # member k's epochs fill the k-th stretch of the bar; an early stop skips the rest of its stretch
+        self.bar.update(member * self.max_epochs + record.epoch - self.bar.n)
+        who = f"member {member + 1}/{self.members}, " if self.members > 1 else ""
+        self.bar.set_postfix_str(
+            f"{who}train {record.training_loss:.3f}, val {record.validation_loss:.3f} "
+            f"(best {record.best_validation_loss:.3f} @ {record.best_epoch}), {record.seconds:.1f} s/epoch"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+    @staticmethod
+    def epochs_of(estimators: list[Any]) -> list[int]:
+        return [int(e._glsbi_epochs_trained) for e in estimators]
