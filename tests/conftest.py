@@ -1,5 +1,8 @@
 """Shared test set-up: 64-bit JAX (float64 configs for precision checks; float32 stays float32
-because every solver array is cast to the config's dtype), a small torch thread count."""
+because every solver array is cast to the config's dtype), one torch thread per test process
+(`make test` runs two pytest-xdist workers on the 2-core machine; the small tensors of the tests
+gain nothing from more threads, and on a loaded machine two threads per process were measured
+several times slower)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,6 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 try:
     import torch  # noqa: E402
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 except ImportError:  # the physics tests do not need torch
     pass

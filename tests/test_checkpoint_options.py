@@ -22,14 +22,6 @@ from glsbi_plugin.inference import ClassifierConfig, FlowConfig, GridPosterior, 
 EMB = EmbeddingConfig(features=4, widths=(4,))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sim():
     """The default forward model; only described and its shapes used, never run."""

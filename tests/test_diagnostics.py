@@ -49,14 +49,6 @@ NOISE, PIX = 0.5, 8  # image toy: pixel noise and side; exact posterior sd NOISE
 N_TEST, N_DRAWS = 300, 500
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- toy 1: conjugate Gaussian through sbi's DirectPosterior -------------------------------------
 class GaussianPosteriorEstimator(ConditionalDensityEstimator):
     """The exact posterior N(k x, s² I) of the conjugate toy, k = τ²/(τ²+σ²), s² = τ²σ²/(τ²+σ²);

@@ -28,14 +28,6 @@ PRIOR = BoxUniform(torch.zeros(2), torch.tensor([1.0, 2.0]))
 TINY = EmbeddingConfig(features=4, widths=(8,))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(theta: Tensor) -> Tensor:
     """``(n, 2)`` → ``(n, 2, 8, 8)``: mean brightness θ_c plus noise."""
     return theta[:, :, None, None] + 0.5 * torch.randn(theta.shape[0], 2, 8, 8)

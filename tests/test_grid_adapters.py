@@ -41,14 +41,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(theta: Tensor) -> Tensor:
     """``(n, 2)`` → ``(n, 2, 8, 8)`` images of mean brightness θ_c plus noise."""
     return theta[:, :, None, None] + 0.5 * torch.randn(theta.shape[0], 2, 8, 8)

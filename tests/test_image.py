@@ -26,15 +26,6 @@ from glsbi_plugin.inference import GridPosterior
 BOUNDS = {"field": (0.06, 0.2)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core CPU: one thread (two were measured far slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @dataclasses.dataclass
 class TinyRun:
     root: Path

@@ -46,16 +46,6 @@ def toy_simulator(theta: torch.Tensor) -> torch.Tensor:
     return theta[:, :, None, None] + SIGMA * torch.randn(theta.shape[0], 2, 8, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These networks are tiny: one thread loses little on an idle CPU, while two threads on a busy,
-    shared CPU were measured 20× slower (OpenMP threads waiting on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prior() -> BoxUniform:
     return BoxUniform(torch.zeros(2), torch.ones(2))

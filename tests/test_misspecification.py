@@ -27,15 +27,6 @@ from glsbi_plugin.diagnostics import (
 N_SHUFFLE = 300
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core CPU: one thread (two were measured far slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     return tiny_run(tmp_path_factory)

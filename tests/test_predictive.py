@@ -22,15 +22,6 @@ from glsbi_plugin.diagnostics._predictive import SCALAR_STATISTICS, VECTOR_STATI
 from glsbi_plugin.inference import GridPosterior
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core CPU: one thread (two were measured far slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_predictive_p_values_are_uniform_under_the_null_and_small_off_it():
     rng = np.random.default_rng(0)
     null, off = [], []

@@ -12,27 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli import _float_above, _int_at_least
+
 _BANNER = "!" * 78
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _at_least_10(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 10:
-        raise argparse.ArgumentTypeError(f"must be >= 10, got {value}")
-    return value
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -44,13 +26,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "if there is one)")
     p.add_argument("--no-check", action="store_true", help="skip the misspecification check")
     size = p.add_argument_group("image metadata (model length units: those of the lattice spacing h)")
-    size.add_argument("--pixel-size", type=_positive, default=None, help="side of one (square) pixel")
-    size.add_argument("--field-of-view", type=_positive, default=None, help="side of the (square) image")
-    size.add_argument("--height", type=_positive, default=None, help="height of a SQUID map above the surface")
+    size.add_argument("--pixel-size", type=_float_above(0), default=None, help="side of one (square) pixel")
+    size.add_argument("--field-of-view", type=_float_above(0), default=None, help="side of the (square) image")
+    size.add_argument("--height", type=_float_above(0), default=None, help="height of a SQUID map above the surface")
     size.add_argument("--channel", default=None,
                       help="channel of a colour or multi-channel image: an index, or r, g, b")
     p.add_argument("--ppc", action="store_true", help="run the posterior predictive check")
-    p.add_argument("--ppc-n", type=_at_least_10, default=100, help="simulations of the predictive check (default 100)")
+    p.add_argument("--ppc-n", type=_int_at_least(10), default=100,
+                   help="simulations of the predictive check (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the checks (default 0)")
     p.add_argument("--out", default=None,
                    help="output directory for inference.png, inference.json, ppc.png (default: IMAGE's stem + "

@@ -20,19 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli import _int_at_least
+
 __all__ = ["configure_calibrate", "configure_train", "run_calibrate", "run_train"]
 
 METHODS = ("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _add_observation_flags(p: argparse.ArgumentParser) -> None:
@@ -81,13 +73,13 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="checkpoint to write, e.g. estimator.pt (ensemble members: estimator_1.pt, ... beside it)")
     p.add_argument("--method", choices=METHODS, default="NRE_C", help="sbi method (default NRE_C)")
-    p.add_argument("--ensemble", type=_positive_int, default=1, metavar="K",
+    p.add_argument("--ensemble", type=_int_at_least(1), default=1, metavar="K",
                    help="train K estimators from seeds seed, seed+1, ... (default 1)")
     p.add_argument("--split", choices=("all", "train"), default="all",
                    help="bank rows to train on: all (default; keep a bank of another seed for calibration) or "
                         "the bank's train+validation split (its test split stays unseen)")
-    p.add_argument("--max-epochs", type=_positive_int, default=100, help="epochs at most (default 100)")
-    p.add_argument("--patience", type=_positive_int, default=15,
+    p.add_argument("--max-epochs", type=_int_at_least(1), default=100, help="epochs at most (default 100)")
+    p.add_argument("--patience", type=_int_at_least(1), default=15,
                    help="stop after this many epochs without validation improvement (default 15)")
     p.add_argument("--no-augment", action="store_true",
                    help="no torus-symmetry augmentation (shifts, rotations, reflections) while training")
@@ -156,9 +148,9 @@ def configure_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory (created)")
     p.add_argument("--split", choices=("all", "test"), default="all",
                    help="bank rows to check: all (default) or the bank's test split")
-    p.add_argument("--num-posterior-samples", type=_positive_int, default=1000,
+    p.add_argument("--num-posterior-samples", type=_int_at_least(1), default=1000,
                    help="posterior draws per observation for SBC and TARP (default 1000)")
-    p.add_argument("--resolution", type=_positive_int, default=100, help="grid cells per axis (default 100)")
+    p.add_argument("--resolution", type=_int_at_least(1), default=100, help="grid cells per axis (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the report's random draws (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
