@@ -252,8 +252,8 @@ def markdown(table: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
             f"{fmt(r['std_over_width'][1], r['std_over_width_sd'][1], 3)} | {r['rmse'][0]:.4f} | {r['rmse'][1]:.4f} | "
             f"{fmt(r['max_coverage_deviation'], r['max_coverage_deviation_sd'], 3)} | "
             f"{r['coverage_90'][0]:.2f}, {r['coverage_90'][1]:.2f} | "
-            f"{', '.join(f'{p[0]:.1g}' for p in r['sbc_ks_p_per_seed'])}; "
-            f"{', '.join(f'{p[1]:.1g}' for p in r['sbc_ks_p_per_seed'])} | {fmt(r['tarp_atc'], r['tarp_atc_sd'], 3)} |"
+            f"{', '.join(f'{p[0]:.2g}' for p in r['sbc_ks_p_per_seed'])}; "
+            f"{', '.join(f'{p[1]:.2g}' for p in r['sbc_ks_p_per_seed'])} | {fmt(r['tarp_atc'], r['tarp_atc_sd'], 3)} |"
         )
     band = 2 * math.sqrt(0.09 / args.num_test)
     lines += [
