@@ -143,12 +143,7 @@ def joint_posterior(sim: TDGLSimulator, theta: torch.Tensor, x: torch.Tensor, th
         torch.save(estimator, path)
     seconds = time.perf_counter() - t0
     post = GridPosterior(estimator, prior, resolution=args.resolution, x_o=x_o)
-    mean, sd = [], []
-    for axis, dens in post.marginals():
-        w = dens / dens.sum()
-        mu = float((axis * w).sum())
-        mean.append(mu)
-        sd.append(float(((axis - mu) ** 2 * w).sum().sqrt()))
+    mean, sd = (v.tolist() for v in post.marginal_moments())
     ci = post.credible_interval(0.9)
     width = torch.tensor(sim.high) - torch.tensor(sim.low)
     return {

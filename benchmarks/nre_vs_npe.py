@@ -57,13 +57,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
+from _fields import fields_banks  # benchmarks/_fields.py (the script's folder is on sys.path)
+from _machine import machine
 
 from glsbi_plugin import make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import GridPosterior, build_inference, train, train_ensemble
-from glsbi_plugin.physics import FIELDS, STM, Observation, presets
+from glsbi_plugin.physics import STM, Observation, presets
 from glsbi_plugin.store import SimulationBank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,25 +88,8 @@ def environment() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- simulations
 def banks(args: argparse.Namespace) -> tuple[SimulationBank, SimulationBank, dict[str, Any]]:
     """The training and held-out banks of the fields (created, extended and filled as needed)."""
-    config = presets.small_forward_model(size=args.size, steps=args.steps)
-    simulator = make_simulator(NAMES, config=config, channels=FIELDS, batch_size=args.chunk_size)
-    out, info = [], {}
-    for name, n, seed in (("train", max(args.budgets), args.seed), ("test", args.num_test, args.test_seed)):
-        path = Path(args.bank_dir) / f"fields_{args.size}_{name}_seed{seed}.zarr"
-        t0 = time.perf_counter()
-        if path.exists():
-            bank = SimulationBank.open(path, simulator)  # refuses another forward model
-            if bank.n < n:
-                bank.extend(n)
-        else:
-            bank = SimulationBank.create(path, simulator, n, chunk_size=args.chunk_size, seed=seed)
-        report = bank.fill(n, progress=False)
-        info[name] = {"path": str(path), "n": n, "seed": seed, "simulated_now": report.n_simulations,
-                      "fill_s": time.perf_counter() - t0, "config_hash": bank.config_hash}
-        print(f"{name} bank {path}: {n} rows ({report.n_simulations} simulated now)", flush=True)
-        out.append(bank)
-    info["config"] = {**config.to_dict(), "t_final": config.t_final}
-    return out[0], out[1], info
+    return fields_banks(args.bank_dir, size=args.size, steps=args.steps, chunk_size=args.chunk_size,
+                        train=(max(args.budgets), args.seed), test=(args.num_test, args.test_seed))
 
 
 # ------------------------------------------------------------------------------------- estimators
@@ -163,14 +147,9 @@ def evaluate(posterior: GridPosterior, theta: torch.Tensor, x: torch.Tensor, arg
     log_q, means, sds = [], [], []
     for th, xi in zip(theta, x, strict=True):
         log_q.append(float(posterior.log_prob(th, x=xi)))
-        mu, sd = [], []
-        for axis, dens in posterior.marginals(xi):
-            w = (dens / dens.sum()).double()
-            m = float((w * axis.double()).sum())
-            mu.append(m)
-            sd.append(math.sqrt(max(float((w * (axis.double() - m) ** 2).sum()), 0.0)))
-        means.append(mu)
-        sds.append(sd)
+        mu, sd = posterior.marginal_moments(xi)
+        means.append(mu.numpy())
+        sds.append(sd.numpy())
     log_q, means, sds = np.asarray(log_q), np.asarray(means), np.asarray(sds)
     report = calibration_report(posterior, theta, x, num_posterior_samples=args.posterior_samples, levels=LEVELS,
                                 seed=seed, names=NAMES, c2st=False)

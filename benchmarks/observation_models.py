@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ from typing import Any
 import jax
 import numpy as np
 import torch
-from _machine import machine  # benchmarks/_machine.py (the script's folder is on sys.path)
+from _fields import fields_banks  # benchmarks/_fields.py (the script's folder is on sys.path)
+from _machine import machine
 
-from glsbi_plugin import make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import GridPosterior, build_inference, train
@@ -70,25 +70,8 @@ OBSERVATIONS: dict[str, Any] = {
 
 def banks(args: argparse.Namespace) -> tuple[SimulationBank, SimulationBank, dict[str, Any]]:
     """The training and held-out banks of the fields (created and filled if missing)."""
-    config = presets.small_forward_model(size=args.size)
-    simulator = make_simulator(NAMES, config=config, channels=FIELDS, batch_size=args.chunk_size)
-    out, info = [], {}
-    for name, n, seed in (("train", args.n_train, args.seed), ("test", args.n_test, args.test_seed)):
-        path = Path(args.cache) / f"fields_{args.size}_{name}_seed{seed}.zarr"
-        t0 = time.perf_counter()
-        if path.exists():
-            bank = SimulationBank.open(path, simulator)
-            if bank.n < n:
-                bank.extend(n)
-        else:
-            bank = SimulationBank.create(path, simulator, n, chunk_size=args.chunk_size, seed=seed)
-        report = bank.fill(n, progress=False)
-        info[name] = {"path": str(path), "n": n, "seed": seed, "simulated_now": report.n_simulations,
-                      "fill_s": time.perf_counter() - t0, "config_hash": bank.config_hash}
-        print(f"{name} bank {path}: {n} rows ({report.n_simulations} simulated now)", flush=True)
-        out.append(bank)
-    info["config"] = {**config.to_dict(), "t_final": config.t_final}
-    return out[0], out[1], info
+    return fields_banks(args.cache, size=args.size, chunk_size=args.chunk_size, train=(args.n_train, args.seed),
+                        test=(args.n_test, args.test_seed))
 
 
 def rows(bank: SimulationBank, n: int, observation: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,17 +96,8 @@ def summaries(bank: SimulationBank, n: int) -> tuple[torch.Tensor, torch.Tensor]
 
 def evaluate(posterior: GridPosterior, theta: torch.Tensor, x: torch.Tensor, prior_width: np.ndarray,
              seed: int) -> dict[str, Any]:
-    means, sds = [], []
-    for xi in x:
-        mu, sd = [], []
-        for axis, dens in posterior.marginals(xi):
-            w = (dens / dens.sum()).double()
-            m = float((w * axis.double()).sum())
-            mu.append(m)
-            sd.append(math.sqrt(max(float((w * (axis.double() - m) ** 2).sum()), 0.0)))
-        means.append(mu)
-        sds.append(sd)
-    means, sds = np.asarray(means), np.asarray(sds)
+    moments = [posterior.marginal_moments(xi) for xi in x]
+    means, sds = (np.stack([m[j].numpy() for m in moments]) for j in (0, 1))
     report = calibration_report(posterior, theta, x, levels=LEVELS, seed=seed, names=NAMES, c2st=False)
     return {
         "std_over_width": (sds.mean(axis=0) / prior_width).tolist(),
@@ -211,11 +185,14 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["NRE_C", "NPE"], choices=["NRE_C", "NPE"])
     p.add_argument("--no-summaries", action="store_true", help="skip NPE on the summary statistics")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "glsbi" / "observation_models"))
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results; --quick: a "
+                                                            "temporary folder)")
     args = p.parse_args()
     if args.quick:
         args.n_train, args.n_test, args.max_epochs, args.resolution = 200, 60, 5, 32
         args.cache = str(Path(args.cache) / "quick")
+    if args.out is None:  # a smoke run's report does not land among the results
+        args.out = Path(tempfile.mkdtemp(prefix="observation_models_quick_")) if args.quick else RESULTS
     torch.set_num_threads(args.threads)
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     env = machine()

@@ -181,3 +181,17 @@ def test_log_mean_pool_averages_log_densities(data) -> None:
     assert tau_same == pytest.approx(tau_one)
     with pytest.raises(ValueError, match="combine"):
         GridPosterior(members, PRIOR, combine="mean")
+
+
+def test_marginal_moments_are_the_grid_density_moments(data) -> None:
+    """Mean and std from the marginals equal those of the joint cell masses over the whole grid."""
+    _, x = data
+    post = GridPosterior([ratio_estimator(data, 1), ratio_estimator(data, 2)], PRIOR, resolution=(12, 10), x_o=x[0])
+    mean, std = post.marginal_moments()
+    mass = (post.grid_log_prob().double() + post.log_cell_volume).exp()
+    grid = post.grid.double()
+    expected_mean = (mass[:, None] * grid).sum(0)
+    expected_std = ((mass[:, None] * (grid - expected_mean) ** 2).sum(0)).sqrt()
+    torch.testing.assert_close(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(std, expected_std, rtol=1e-5, atol=1e-6)
+    assert mean.dtype == torch.float64 and bool((std > 0).all())

@@ -547,12 +547,7 @@ def infer_image(
     x_o, mapping = map_to_observation(img, ckpt.simulator, pixel_size=pixel_size, field_of_view=field_of_view,
                                       height=height)
     posterior = GridPosterior(ckpt.estimator, ckpt.prior, resolution=resolution, x_o=x_o)
-    moments = []
-    for axis, dens in posterior.marginals():  # a regular grid: cell masses are proportional to densities
-        w, t = dens.double() / dens.double().sum(), axis.double()
-        m = float((w * t).sum())
-        moments.append((m, float((w * (t - m) ** 2).sum()) ** 0.5))
-    mean, std = (np.asarray(v, dtype=np.float64) for v in zip(*moments, strict=True))
+    mean, std = (v.numpy() for v in posterior.marginal_moments())
     intervals = {lv: posterior.credible_interval(lv).numpy().astype(np.float64) for lv in LEVELS}
     if isinstance(bank, str) and bank == "auto":
         near = Path(estimator).parent / "bank.zarr" if isinstance(estimator, (str, Path)) else None

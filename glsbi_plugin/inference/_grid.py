@@ -473,12 +473,14 @@ class GridPosterior(NeuralPosterior):
         member: int = 0,
         features: _ThetaFeatures | None = None,
         log_prior: Tensor | None = None,
+        temperature: float | None = None,
     ) -> Tensor:
         """Member ``member``'s tempered unnormalised log posterior at θ ``(T, d)`` for embedded x
         ``(n_trials, F)``, ``max_rows`` θ at a time.
 
         ``features`` are the adapter's cached :meth:`_Adapter.theta_features` of these θ (for the
-        grid) and ``log_prior`` the prior's log density there (computed when ``None`` and needed).
+        grid) and ``log_prior`` the prior's log density there (computed when ``None`` and needed);
+        ``temperature`` overrides :attr:`temperature` (1: the estimator's own density).
         """
         adapter = self._adapters[member]
         out = []
@@ -486,10 +488,11 @@ class GridPosterior(NeuralPosterior):
             rows = slice(start, start + self.max_rows)
             out.append(adapter.log_density(theta[rows], emb, None if features is None else features.rows(rows)))
         ell = torch.cat(out)
-        if self.temperature == 1.0:
+        tau = self.temperature if temperature is None else temperature
+        if tau == 1.0:
             return ell
         lp = self._log_prior(theta) if log_prior is None else log_prior
-        return lp + self.temperature * (ell - lp)
+        return lp + tau * (ell - lp)
 
     # -- densities ---------------------------------------------------------------------------
     def grid_log_prob(self, x: Tensor | None = None) -> Tensor:
@@ -567,6 +570,25 @@ class GridPosterior(NeuralPosterior):
             marginal = mass.sum(dim=others) if others else mass  # sum(dim=()) would reduce everything
             out.append((self.axes[k], marginal / self.cell_width[k]))
         return out
+
+    def marginal_moments(self, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Marginal posterior means and standard deviations of the piecewise-constant grid density,
+        :math:`\mu_k = \sum_i w_{ki} \theta_{ki}` and :math:`\sigma_k^2 = \sum_i w_{ki} (\theta_{ki} - \mu_k)^2`
+        over the cell centres :math:`\theta_{ki}` of axis k with marginal cell masses :math:`w_{ki}` (float64).
+
+        Args:
+            x: Observation; default :attr:`default_x`.
+
+        Returns:
+            ``(mean (d,), std (d,))``, float64.
+        """
+        means, stds = [], []
+        for axis, dens in self.marginals(x):
+            w, t = dens.double() / dens.double().sum(), axis.double()
+            m = (w * t).sum()
+            means.append(m)
+            stds.append((w * (t - m) ** 2).sum().clamp_min(0.0).sqrt())
+        return torch.stack(means), torch.stack(stds)
 
     def credible_interval(self, level: float = 0.9, x: Tensor | None = None) -> Tensor:
         """Equal-tailed marginal credible intervals (exact for the piecewise-constant density).
@@ -738,12 +760,9 @@ def fit_temperature(
         embs = posterior._embed(x[i : i + 1])
         scores, pooled = [], []
         for k, emb in enumerate(embs):
-            saved, posterior.temperature = posterior.temperature, 1.0
-            try:
-                ell_grid = posterior._unnormalised(posterior.grid, emb, k, posterior._grid_features[k]).double()
-                ell_true = posterior._unnormalised(theta[i : i + 1], emb, k).double()[0]
-            finally:
-                posterior.temperature = saved
+            ell_grid = posterior._unnormalised(posterior.grid, emb, k, posterior._grid_features[k],
+                                               temperature=1.0).double()
+            ell_true = posterior._unnormalised(theta[i : i + 1], emb, k, temperature=1.0).double()[0]
             unnorm = lp_grid[None] + taus[:, None] * (ell_grid - lp_grid)[None]  # (T, G)
             log_z = torch.logsumexp(unnorm, 1)
             scores.append(lp_true[i] + taus * (ell_true - lp_true[i]) - log_z - posterior.log_cell_volume)
