@@ -43,14 +43,24 @@ from .embeddings import EmbeddingConfig
 from .sbi_simulator import TDGLSimulator
 
 if TYPE_CHECKING:
-    from .inference import EstimatorConfig
+    from .inference import EstimatorConfig, MarginalRecalibration
 
-__all__ = ["FORMAT", "EstimatorCheckpoint", "ensemble_paths", "load_estimator", "save_estimator"]
+__all__ = [
+    "FORMAT",
+    "RECALIBRATION_FILE",
+    "EstimatorCheckpoint",
+    "ensemble_paths",
+    "load_estimator",
+    "recalibration_for",
+    "save_estimator",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Format tag written into every checkpoint; :func:`load_estimator` also reads :data:`_FORMAT_1` files.
 FORMAT = "glsbi-estimator/2"
+#: The recalibration the main job writes beside its ``estimator.pt`` (``inference.MarginalRecalibration``).
+RECALIBRATION_FILE = "recalibration.json"
 # the first format: the estimator's options were build_inference keywords inside "build_kwargs"
 _FORMAT_1 = "glsbi-estimator/1"
 # build_inference keywords other than the options that save_estimator stores itself
@@ -388,3 +398,37 @@ def ensemble_paths(path: str | Path, members: int) -> list[Path]:
     """
     path = Path(path)
     return [path if k == 0 else path.with_name(f"{path.stem}_{k}{path.suffix}") for k in range(int(members))]
+
+
+def recalibration_for(path: str | Path) -> MarginalRecalibration | None:
+    """The recalibration of the posterior of the single estimator at ``path``, if one lies beside it.
+
+    ``glsbi quickstart`` writes :data:`RECALIBRATION_FILE` next to ``estimator.pt``, recording the
+    estimator files whose posterior it was fitted for (``info["estimators"]``). It applies to a
+    posterior of this one estimator only if that list is exactly ``[path's name]`` (a recalibration
+    fitted for an ensemble does not fit one member).
+
+    Args:
+        path: An estimator checkpoint, e.g. ``runs/quickstart/estimator.pt``.
+
+    Returns:
+        The :class:`~glsbi_plugin.inference.MarginalRecalibration`, or ``None`` when there is no
+        such file or it was fitted for other estimators (logged).
+
+    Raises:
+        ValueError: If the file beside it is not a recalibration file.
+    """
+    from .inference import MarginalRecalibration
+
+    path = Path(path)
+    file = path.parent / RECALIBRATION_FILE
+    if not file.is_file():
+        return None
+    recalibration = MarginalRecalibration.load(file)
+    fitted_for = recalibration.info.get("estimators")
+    if fitted_for != [path.name]:
+        logger.warning("%s was fitted for the posterior of %s, not of %s alone: not applied", file, fitted_for,
+                       path.name)
+        return None
+    logger.info("applying the recalibration %s to the posterior of %s", file, path.name)
+    return recalibration

@@ -8,13 +8,14 @@ import numpy as np
 from scipy.stats import kstest
 
 from glsbi_plugin.apps.cli import main
-from glsbi_plugin.checkpoint import load_estimator
+from glsbi_plugin.checkpoint import load_estimator, recalibration_for
 from glsbi_plugin.diagnostics import CalibrationReport, central_coverage, hpd_coverage
-from glsbi_plugin.inference import GridPosterior
+from glsbi_plugin.inference import GridPosterior, MarginalRecalibration
 from glsbi_plugin.store import SimulationBank
 
 # a 16² torus holds too little flux for the default field prior: the tiny run widens it
-TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--num-heldout", "10", "--chunk-size", "10",
+TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--num-heldout", "10", "--num-calibration", "50",
+        "--chunk-size", "10",
         "--max-epochs", "2",
         "--theta", "0.15", "0.25", "--bound", "field", "0.1", "0.4", "--no-progress", "--threads", "2"]
 
@@ -35,10 +36,16 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert summary["bank"] == {"chunks_simulated_now": 6, "simulations": 60}
     assert summary["heldout"] == {"seed": 1, "chunks_simulated_now": 1, "simulations": 10}
     assert len(summary["calibration_verdicts"]) == 2 and "verdict: eta: " in text
-    # the held-out bank is another seed: none of its simulation seeds was trained on
-    train_seeds = set(SimulationBank.open(out / "bank.zarr", read_only=True).group["seeds"][:].tolist())
-    held_seeds = set(SimulationBank.open(out / "heldout.zarr", read_only=True).group["seeds"][:].tolist())
-    assert not train_seeds & held_seeds
+    assert len(summary["calibration_verdicts_unrecalibrated"]) == 2 and "without recalibration: eta: " in text
+    # the recalibration: fitted on a third bank, written beside the estimator, recorded in the summary
+    assert summary["calibration_bank"] == {"seed": 2, "chunks_simulated_now": 5, "simulations": 50}
+    recal = MarginalRecalibration.load(out / "recalibration.json")
+    assert recal.to_dict() == summary["recalibration"] and recal.num_pairs == 50
+    assert recal.info["estimators"] == ["estimator.pt"] and "recalibrated on 50 simulations of seed 2" in text
+    # three banks of three seeds: no simulation seed is shared, so the held-out check is honest
+    seeds = [set(SimulationBank.open(out / f"{name}.zarr", read_only=True).group["seeds"][:].tolist())
+             for name in ("bank", "heldout", "calibration")]
+    assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
     # rerun: both banks are complete, nothing is simulated again
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
     rerun = json.loads((out / "summary.json").read_text())
@@ -52,7 +59,8 @@ def check_grid_coverage(summary: dict, out) -> None:  # noqa: ANN001 - a Path
     ckpt = load_estimator(out / "estimator.pt")
     theta, x = SimulationBank.open(out / "heldout.zarr", read_only=True).to_torch()
     assert len(theta) == summary["num_test"] == 10
-    posterior = GridPosterior(ckpt.estimator, ckpt.prior)
+    posterior = GridPosterior(ckpt.estimator, ckpt.prior, recalibration=recalibration_for(out / "estimator.pt"))
+    assert posterior.recalibration is not None
     hits = np.zeros(2)
     for t, xi in zip(theta, x, strict=True):
         lo, hi = posterior.credible_interval(0.9, xi).T

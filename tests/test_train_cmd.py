@@ -11,7 +11,7 @@ from test_quickstart import TINY  # tests/ is on sys.path
 from glsbi_plugin.apps.cli import main
 from glsbi_plugin.checkpoint import load_estimator
 from glsbi_plugin.diagnostics import CalibrationReport, calibration_report
-from glsbi_plugin.inference import GridPosterior
+from glsbi_plugin.inference import GridPosterior, MarginalRecalibration, fit_recalibration
 from glsbi_plugin.store import SimulationBank
 
 
@@ -61,3 +61,29 @@ def test_train_and_calibrate_refuse_bad_input(run, tmp_path, capsys) -> None:  #
     assert "no such estimator" in capsys.readouterr().err
     assert main(["train", str(run / "bank.zarr"), "--out", str(tmp_path / "e.pt"), "--ensemble", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_calibrate_recalibrates_on_another_bank(run, tmp_path, capsys) -> None:  # noqa: ANN001
+    """--recalibrate fits on the main job's calibration bank (the library's fit), writes the file and
+    reports the recalibrated posterior beside the estimator's own verdicts; --recalibration reuses it."""
+    est = run / "estimator.pt"
+    out = tmp_path / "report"
+    assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibrate", str(run / "calibration.zarr"),
+                 "--out", str(out), "--num-posterior-samples", "100", "--resolution", "32", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "recalibration: eta: Beta(" in text and "without recalibration: eta: " in text
+    recal = MarginalRecalibration.load(out / "recalibration.json")
+    ckpt = load_estimator(est)
+    theta, x = SimulationBank.open(run / "calibration.zarr", read_only=True).to_torch()
+    direct = fit_recalibration(GridPosterior(ckpt.estimator, ckpt.prior, resolution=32), theta, x)
+    np.testing.assert_allclose(recal.a + recal.b, direct.a + direct.b, rtol=1e-6)
+    assert "Without the recalibration" in (out / "report.md").read_text()
+    again = tmp_path / "again"
+    assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibration", str(out / "recalibration.json"),
+                 "--out", str(again), "--num-posterior-samples", "100", "--resolution", "32", "--no-progress"]) == 0
+    first, second = (json.loads((d / "report.json").read_text())["sbc"]["ranks"] for d in (out, again))
+    assert first == second
+    # recalibrating on the bank being checked would prove nothing: refused
+    assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibrate", str(run / "heldout.zarr"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "is the bank being checked" in capsys.readouterr().err

@@ -152,16 +152,39 @@ def configure_calibrate(p: argparse.ArgumentParser) -> None:
                    help="posterior draws per observation for SBC and TARP (default 1000)")
     p.add_argument("--resolution", type=_int_at_least(1), default=100, help="grid cells per axis (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the report's random draws (default 0)")
+    recal = p.add_mutually_exclusive_group()
+    recal.add_argument("--recalibrate", type=Path, default=None, metavar="BANK",
+                       help="first recalibrate the posterior's marginals on this bank (simulations of a seed used "
+                            "neither in training nor in BANK; at least 50); writes recalibration.json to --out")
+    recal.add_argument("--recalibration", type=Path, default=None, metavar="FILE",
+                       help="apply this recalibration.json (from glsbi quickstart or --recalibrate)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _pairs(path: Path, sim: Any, split: str | None) -> tuple[Any, Any]:
+    """θ and the estimator's images of the bank at ``path`` (derived if the bank stores fields), checked
+    against the estimator's image shape and prior box."""
+    import torch
+
+    bank = _open_bank(path)
+    observation = None if bank.simulator.observation == sim.observation else sim.observation
+    theta, x = bank.to_torch(split, observation=observation)
+    if tuple(x.shape[1:]) != tuple(sim.x_shape):
+        raise ValueError(f"{path} holds images of shape {tuple(x.shape[1:])}; the estimator expects "
+                         f"{tuple(sim.x_shape)} (another grid or observation)")
+    if len(theta) < 2:
+        raise ValueError(f"{path} holds {len(theta)} filled simulations in split {split or 'all'!r}; need >= 2")
+    low, high = (torch.tensor(v) for v in (sim.low, sim.high))
+    if bool(((theta < low) | (theta > high)).any()):
+        raise ValueError(f"{path}'s θ leave the estimator's prior box {list(zip(sim.low, sim.high, strict=True))}")
+    return theta, x
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Write ``report.md``, ``report.json`` and the figures; print the verdicts."""
-    import torch
-
-    from ..checkpoint import load_estimator
+    from ..checkpoint import RECALIBRATION_FILE, load_estimator
     from ..diagnostics import calibration_report
-    from ..inference import GridPosterior
+    from ..inference import MIN_RECALIBRATION_PAIRS, GridPosterior, MarginalRecalibration, fit_recalibration
 
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a directory for the report")
@@ -173,35 +196,52 @@ def run_calibrate(args: argparse.Namespace) -> int:
     for path, ckpt in zip(args.estimators[1:], ckpts[1:], strict=True):
         if ckpt.simulator.describe() != first:
             raise ValueError(f"{path} was trained on another forward model or observation than {args.estimators[0]}")
-    bank = _open_bank(args.bank)
     sim = ckpts[0].simulator
-    observation = None if bank.simulator.observation == sim.observation else sim.observation
-    theta, x = bank.to_torch(None if args.split == "all" else "test", observation=observation)
-    if tuple(x.shape[1:]) != tuple(sim.x_shape):
-        raise ValueError(f"{args.bank} holds images of shape {tuple(x.shape[1:])}; the estimator expects "
-                         f"{tuple(sim.x_shape)} (another grid or observation)")
-    if len(theta) < 2:
-        raise ValueError(f"{args.bank} holds {len(theta)} filled simulations in split {args.split!r}; need >= 2")
-    low, high = (torch.tensor(v) for v in (sim.low, sim.high))
-    if bool(((theta < low) | (theta > high)).any()):
-        raise ValueError(f"{args.bank}'s θ leave the estimator's prior box {list(zip(sim.low, sim.high, strict=True))}")
-    posterior = GridPosterior([c.estimator for c in ckpts], ckpts[0].prior, resolution=args.resolution)
-    print(f"calibrating {len(ckpts)} estimator(s) on {len(theta)} simulations of {args.bank}", flush=True)
+    theta, x = _pairs(args.bank, sim, None if args.split == "all" else "test")
+    raw = GridPosterior([c.estimator for c in ckpts], ckpts[0].prior, resolution=args.resolution)
+    recalibration = None
+    if args.recalibrate is not None:
+        if args.recalibrate.resolve() == args.bank.resolve():
+            raise ValueError(f"--recalibrate {args.recalibrate} is the bank being checked: recalibrate on simulations "
+                             "of another seed, or the check proves nothing")
+        theta_cal, x_cal = _pairs(args.recalibrate, sim, None)
+        if len(theta_cal) < MIN_RECALIBRATION_PAIRS:
+            raise ValueError(f"--recalibrate {args.recalibrate} holds {len(theta_cal)} filled simulations; "
+                             f"need >= {MIN_RECALIBRATION_PAIRS}")
+        print(f"recalibrating on {len(theta_cal)} simulations of {args.recalibrate}", flush=True)
+        recalibration = fit_recalibration(raw, theta_cal, x_cal, names=tuple(sim.names), info={
+            "bank": str(args.recalibrate), "estimators": [p.name for p in args.estimators], "combine": raw.combine,
+            "temperature": raw.temperature})
+    elif args.recalibration is not None:
+        recalibration = MarginalRecalibration.load(args.recalibration)
+    posterior = raw.with_recalibration(recalibration)
+    print(f"calibrating {len(ckpts)} estimator(s) on {len(theta)} simulations of {args.bank}"
+          + (" (recalibrated)" if recalibration is not None else ""), flush=True)
     report = calibration_report(posterior, theta, x, num_posterior_samples=args.num_posterior_samples,
                                 seed=args.seed, names=sim.names, progress=not args.no_progress)
+    raw_report = None if recalibration is None else calibration_report(
+        raw, theta, x, num_posterior_samples=args.num_posterior_samples, seed=args.seed, names=sim.names, c2st=False)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.recalibrate is not None:
+        recalibration.save(args.out / RECALIBRATION_FILE)
     figures = report.plot(args.out)
     report.to_json(args.out / "report.json")
-    (args.out / "report.md").write_text(_markdown(report, args, figures))
+    (args.out / "report.md").write_text(_markdown(report, args, figures, recalibration, raw_report))
+    for line in [] if recalibration is None else recalibration.describe():
+        print(f"  recalibration: {line}")
     for line in report.verdicts():
         print(f"  {line}")
+    for line in [] if raw_report is None else raw_report.verdicts():
+        print(f"  without recalibration: {line}")
     print(f"  TARP ATC {report.tarp_atc:+.3f} (< 0: over-confident); 90% interval coverage "
           f"{', '.join(f'{v:.2f}' for v in report.coverage_at(0.9)['grid'])}")
     print(f"wrote {args.out / 'report.md'}, {args.out / 'report.json'} and {len(figures)} figures")
     return 0
 
 
-def _markdown(report: Any, args: argparse.Namespace, figures: list[Path]) -> str:
+def _markdown(report: Any, args: argparse.Namespace, figures: list[Path], recalibration: Any = None,
+              raw_report: Any = None) -> str:
+    source = args.recalibrate or args.recalibration
     lines = [
         "# Calibration report",
         "",
@@ -213,6 +253,19 @@ def _markdown(report: Any, args: argparse.Namespace, figures: list[Path]) -> str
         "",
         *[f"- {line}" for line in report.verdicts()],
         "",
+    ]
+    if recalibration is not None:
+        lines += [
+            f"The posterior's marginals were recalibrated (from `{source}`, {recalibration.num_pairs} pairs):",
+            "",
+            *[f"- {line}" for line in recalibration.describe()],
+            "",
+            "Without the recalibration:",
+            "",
+            *[f"- {line}" for line in raw_report.verdicts()],
+            "",
+        ]
+    lines += [
         "## Numbers",
         "",
         "| parameter | SBC KS p | 50 % coverage | 90 % coverage |",

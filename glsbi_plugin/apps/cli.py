@@ -112,8 +112,8 @@ FORWARD_DEFAULTS = {"size": 64, "h": 0.5, "scheme": "skrock", "schemes": ("skroc
 #: ``QuickstartSettings()``, ``NAMES``), so that building the parser imports no torch; a test checks it.
 QUICKSTART_DEFAULTS = {"names": ("eta", "field"), "size": 48, "t_final": 80.0, "steps": 256, "scheme": "skrock",
                        "dt": 0.3125, "bounds": ((0.0, 0.3), (0.03, 0.1)), "num_simulations": 1000, "num_heldout": 300,
-                       "chunk_size": 50, "method": "NRE_C", "max_epochs": 100, "patience": 15, "members": 1,
-                       "theta_true": (0.15, 0.07), "seed": 0}
+                       "num_calibration": 300, "chunk_size": 50, "method": "NRE_C", "max_epochs": 100,
+                       "patience": 15, "members": 1, "theta_true": (0.15, 0.07), "seed": 0}
 #: The fewest simulations ``glsbi quickstart`` trains on: sbi holds out ``n - int(0.9 n)`` of them
 #: for validation, and NRE-C's contrastive loss needs mini-batches (training and validation) of
 #: at least 3 pairs (``num_atoms`` >= 3): ``n - int(0.9 n) >= 3`` first holds at n = 21.
@@ -466,6 +466,9 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heldout", type=_int_at_least(0), default=None,
                    help=f"held-out simulations (another seed) for the calibration report; 0: no report (default "
                         f"{d['num_heldout']})")
+    p.add_argument("--num-calibration", type=_int_at_least(0), default=None,
+                   help=f"simulations of a third seed on which the posterior's marginals are recalibrated before "
+                        f"the held-out check; 0: no recalibration, else at least 50 (default {d['num_calibration']})")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=None,
                    help=f"samples per bank chunk (default {d['chunk_size']})")
     p.add_argument("--method", choices=("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE"), default=None,
@@ -509,9 +512,12 @@ def _quickstart_settings(args: argparse.Namespace):  # noqa: ANN202 - Quickstart
     if outside:
         raise UsageError(f"--theta {theta[0]:g} {theta[1]:g} lies outside the prior ({'; '.join(outside)}); the "
                          "demonstration observation must be one the estimator can have seen")
-    given = {k: getattr(args, k) for k in ("size", "t_final", "steps", "num_simulations", "num_heldout", "chunk_size",
-                                           "method", "max_epochs", "patience", "members", "seed")
+    given = {k: getattr(args, k) for k in ("size", "t_final", "steps", "num_simulations", "num_heldout",
+                                           "num_calibration", "chunk_size", "method", "max_epochs", "patience",
+                                           "members", "seed")
              if getattr(args, k) is not None}
+    if given.get("num_calibration") not in (None, 0) and given["num_calibration"] < 50:
+        raise UsageError(f"--num-calibration {given['num_calibration']}: use 0 (no recalibration) or at least 50")
     return QuickstartSettings(**given, bounds=tuple(bounds[n] for n in NAMES), theta_true=theta,
                               observation=_observation(args))
 
@@ -535,15 +541,28 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     t = summary["timings"]
     print(f"  simulate {t['simulate_s']:.1f} s, train {t['train_s']:.1f} s, infer {t['infer_s'] * 1e3:.0f} ms; "
           f"{args.thread_plan.describe() if getattr(args, 'thread_plan', None) else ''}")
+    recal = summary.get("recalibration")
+    if recal:
+        bank = summary["calibration_bank"]
+        print(f"  recalibrated on {bank['simulations']} simulations of seed {bank['seed']} "
+              f"({args.out / 'recalibration.json'}):")
+        from ..inference import MarginalRecalibration  # torch is loaded by now
+
+        for line in MarginalRecalibration.from_dict(recal).describe():
+            print(f"    {line}")
     if summary.get("calibration"):
         cal = summary["calibration"]["summary"]
         ks = ", ".join(f"{p:.2g}" for p in cal["ks_pvalues"])
         hpd = cal.get("coverage_90", {}).get("hpd")
-        print(f"  calibration ({t['calibrate_s']:.1f} s): SBC KS p = {ks}; joint 90% HPD coverage "
+        which = "recalibrated posterior" if recal else "posterior"
+        print(f"  calibration of the {which} on {summary['num_test']} held-out simulations of seed "
+              f"{summary['heldout']['seed']} ({t['calibrate_s']:.1f} s): SBC KS p = {ks}; joint 90% HPD coverage "
               f"{'n/a' if hpd is None else f'{hpd:.2f}'}; TARP ATC {cal['tarp_atc']:+.3f}; figures "
               f"{args.out / 'sbc_ranks.png'}, {args.out / 'coverage.png'}, {args.out / 'tarp.png'}")
         for line in summary.get("calibration_verdicts") or []:
             print(f"  verdict: {line}")
+        for line in summary.get("calibration_verdicts_unrecalibrated") or []:
+            print(f"  without recalibration: {line}")
     print(f"wrote {args.out / 'posterior.png'} (also {args.out / 'inference_result.png'}), "
           f"{args.out / 'summary.json'} and {args.out / 'estimator.pt'}")
     return 0

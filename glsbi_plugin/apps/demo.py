@@ -250,7 +250,8 @@ class DemoModel:
         """The demo of an estimator saved by :func:`glsbi_plugin.checkpoint.save_estimator`.
 
         The forward model (config, fixed parameters, channels, measurement) and the slider ranges
-        (the prior's box) are those of the estimator's training set.
+        (the prior's box) are those of the estimator's training set; the main job's
+        ``recalibration.json`` beside it is applied (:func:`glsbi_plugin.checkpoint.recalibration_for`).
 
         Args:
             path: The checkpoint, e.g. ``runs/quickstart/estimator.pt``.
@@ -260,14 +261,15 @@ class DemoModel:
             OSError: If ``path`` cannot be read.
             ValueError: If it is not a checkpoint, or its θ is not (η, B).
         """
-        from ..checkpoint import load_estimator
+        from ..checkpoint import load_estimator, recalibration_for
         from ..inference import GridPosterior
 
         ckpt = load_estimator(path)
         sim = ckpt.simulator
         if tuple(sim.names) != NAMES:
             raise ValueError(f"{path}: the demo needs a posterior over θ = {NAMES}, this one is over {sim.names}")
-        posterior = GridPosterior(ckpt.estimator, ckpt.prior, resolution=resolution)
+        posterior = GridPosterior(ckpt.estimator, ckpt.prior, resolution=resolution,
+                                  recalibration=recalibration_for(path))
         return cls(
             sim.config,
             base=sim.base,

@@ -509,8 +509,9 @@ def infer_image(
 
     Args:
         image: A ``.npy``/``.png``/``.tif``/``.tiff`` path or a 2-D array.
-        estimator: A path written by ``glsbi quickstart`` (``estimator.pt``) or a loaded
-            :class:`~glsbi_plugin.checkpoint.EstimatorCheckpoint`.
+        estimator: A path written by ``glsbi quickstart`` (``estimator.pt``; the
+            ``recalibration.json`` beside it is applied, :func:`~glsbi_plugin.checkpoint.recalibration_for`)
+            or a loaded :class:`~glsbi_plugin.checkpoint.EstimatorCheckpoint` (used as it is).
         pixel_size: The image's pixel size (model length units); or give ``field_of_view``.
         field_of_view: The side of a square image (model length units).
         height: A SQUID map's height above the surface.
@@ -533,7 +534,7 @@ def infer_image(
             (:func:`map_to_observation`), a bank of another forward model, or bad options.
         OSError: If the estimator or the image cannot be read.
     """
-    from ..checkpoint import EstimatorCheckpoint, load_estimator
+    from ..checkpoint import EstimatorCheckpoint, load_estimator, recalibration_for
     from ..diagnostics import ImageScales, misspecification_check, posterior_predictive_check
     from ..inference import GridPosterior
 
@@ -546,7 +547,8 @@ def infer_image(
         source, img = "array", _select_channel(np.asarray(image, dtype=np.float64), channel, "the array")
     x_o, mapping = map_to_observation(img, ckpt.simulator, pixel_size=pixel_size, field_of_view=field_of_view,
                                       height=height)
-    posterior = GridPosterior(ckpt.estimator, ckpt.prior, resolution=resolution, x_o=x_o)
+    recalibration = recalibration_for(estimator) if isinstance(estimator, (str, Path)) else None
+    posterior = GridPosterior(ckpt.estimator, ckpt.prior, resolution=resolution, x_o=x_o, recalibration=recalibration)
     mean, std = (v.numpy() for v in posterior.marginal_moments())
     intervals = {lv: posterior.credible_interval(lv).numpy().astype(np.float64) for lv in LEVELS}
     if isinstance(bank, str) and bank == "auto":

@@ -5,18 +5,24 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
    observed as an instrument would: by default zero-bias STM conductance maps of the weak band
    (standardised, so no absolute density gives η away; tip blur, noise).
 2. A held-out bank of ``num_heldout`` (300) simulations from another seed (``seed + 1``), never
-   seen in training: the calibration verdict is computed on it.
-3. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
+   seen in training or recalibration: the calibration verdict is computed on it.
+3. A recalibration bank of ``num_calibration`` (300) simulations from a third seed (``seed + 2``).
+4. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
    validation share) on every training simulation, each epoch shown under a random symmetry of
    the torus (shift, rotation, reflection: exact symmetries of p(x | θ)); optionally an ensemble of
    ``members`` estimators from different seeds, mixed in the grid posterior.
-4. A grid posterior for an observation simulated at a known θ, and its 90 % credible intervals.
-5. A calibration report on the held-out bank (:mod:`glsbi_plugin.diagnostics`): SBC ranks with a
+5. The estimator's marginals recalibrated on the recalibration bank
+   (:func:`~glsbi_plugin.inference.fit_recalibration`: a Beta map of each marginal CDF, which
+   undoes the shift and the excess width that differ from one training seed to the next).
+6. A grid posterior for an observation simulated at a known θ, and its 90 % credible intervals.
+7. A calibration report on the held-out bank (:mod:`glsbi_plugin.diagnostics`): SBC ranks with a
    plain verdict per parameter, expected coverage of central and HPD credible regions, exact
-   grid-interval coverage and TARP.
-6. Figures (observation, posterior, marginals; ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``)
-   and a JSON summary (with the calibration report) in the output directory, and the trained
-   estimator (``estimator.pt``, for ``glsbi demo --posterior``).
+   grid-interval coverage and TARP; for the recalibrated posterior, and the verdicts of the
+   estimator's own posterior beside them.
+8. Figures (observation, posterior, marginals; ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``)
+   and a JSON summary (with the calibration report) in the output directory, the trained
+   estimator (``estimator.pt``, for ``glsbi demo --posterior`` and ``glsbi infer``) and its
+   recalibration (``recalibration.json``, which those commands apply).
 
 The defaults are chosen to finish in a few minutes on 2 CPU cores: the forward model is
 ``presets.small_forward_model()`` (48² torus, SK-ROCK, snapshot at t = 80, while the clusters are
@@ -37,10 +43,10 @@ import numpy as np
 import torch
 
 from .._threads import torch_threads
-from ..checkpoint import ensemble_paths, save_estimator
+from ..checkpoint import RECALIBRATION_FILE, ensemble_paths, save_estimator
 from ..diagnostics import calibration_report
 from ..embeddings import EmbeddingConfig
-from ..inference import GridPosterior, train_ensemble
+from ..inference import GridPosterior, MarginalRecalibration, fit_recalibration, train_ensemble
 from ..physics import STM, AnyObservation, TDGLConfig, presets
 from ..sbi_simulator import DEFAULT_BOUNDS, make_simulator
 from ..store import SimulationBank
@@ -49,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 #: θ of the main job, in column order (``QuickstartSettings.bounds`` follows it).
 NAMES = ("eta", "field")
+
+#: Fewest recalibration simulations (``inference.fit_recalibration`` needs them).
+MIN_CALIBRATION = 50
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +73,8 @@ class QuickstartSettings:
         num_simulations: Training bank size (sbi holds out 10 % of it for early stopping).
         num_heldout: Held-out bank size (bank seed ``seed + 1``), for the calibration report;
             0: no report.
+        num_calibration: Recalibration bank size (bank seed ``seed + 2``): the posterior's marginals
+            are recalibrated on it before the held-out check; 0: no recalibration, else at least 50.
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
         max_epochs: Training epochs at most (training stops earlier when the validation loss has
@@ -90,6 +101,7 @@ class QuickstartSettings:
     bounds: tuple[tuple[float, float], tuple[float, float]] = tuple(DEFAULT_BOUNDS[n] for n in NAMES)  # type: ignore[assignment]
     num_simulations: int = 1000
     num_heldout: int = 300
+    num_calibration: int = 300
     chunk_size: int = 50
     method: str = "NRE_C"
     max_epochs: int = 100
@@ -105,6 +117,9 @@ class QuickstartSettings:
     def __post_init__(self) -> None:
         if self.t_final is not None and self.steps is not None:
             raise ValueError(f"give t_final or steps, not both (t_final={self.t_final!r}, steps={self.steps!r})")
+        n = self.num_calibration
+        if isinstance(n, bool) or not isinstance(n, int) or not (n == 0 or n >= MIN_CALIBRATION):
+            raise ValueError(f"num_calibration={n!r}: must be 0 (no recalibration) or an integer >= {MIN_CALIBRATION}")
 
     def simulator_config(self) -> TDGLConfig:
         """The forward model's numerics: ``presets.small_forward_model`` at this size and time."""
@@ -114,9 +129,9 @@ class QuickstartSettings:
 def run_quickstart(
     out_dir: str | Path, settings: QuickstartSettings | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
-    """Run the main job; write ``bank.zarr``, ``heldout.zarr``, ``estimator.pt``, ``posterior.png``,
-    ``inference_result.png`` and ``summary.json`` to ``out_dir``, and the calibration figures
-    ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``.
+    """Run the main job; write ``bank.zarr``, ``heldout.zarr``, ``calibration.zarr``, ``estimator.pt``,
+    ``recalibration.json``, ``posterior.png``, ``inference_result.png`` and ``summary.json`` to
+    ``out_dir``, and the calibration figures ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``.
 
     Args:
         out_dir: Output directory (created). Existing banks there are reused and completed.
@@ -140,10 +155,13 @@ def run_quickstart(
     t0 = time.perf_counter()
     with torch_threads(1):  # JAX simulates: torch's threads would only compete with XLA's
         bank, fill = _bank(out / "bank.zarr", simulator, s.num_simulations, s.chunk_size, s.seed, progress)
-        heldout = heldout_fill = None
+        heldout = heldout_fill = calibration = calibration_fill = None
         if s.num_heldout:
             heldout, heldout_fill = _bank(out / "heldout.zarr", simulator, s.num_heldout, s.chunk_size, s.seed + 1,
                                           progress)
+        if s.num_calibration:
+            calibration, calibration_fill = _bank(out / "calibration.zarr", simulator, s.num_calibration,
+                                                  s.chunk_size, s.seed + 2, progress)
     timings["simulate_s"] = time.perf_counter() - t0
     logger.info("bank: %d simulations (%d chunks simulated now)", bank.n_filled, len(fill.simulated))
 
@@ -167,15 +185,33 @@ def run_quickstart(
 
     # one observation at a time is latency-bound: one torch thread (and none competing with XLA's)
     with torch_threads(1):
+        recalibration: MarginalRecalibration | None = None
+        raw = GridPosterior(estimators, prior)
+        if calibration is not None:
+            t0 = time.perf_counter()
+            theta_cal, x_cal = calibration.to_torch()
+            logger.info("recalibration on %d simulations (seed %d)", len(theta_cal), calibration.seed)
+            recalibration = fit_recalibration(
+                raw, theta_cal, x_cal, names=simulator.names,
+                info={"bank": str(out / "calibration.zarr"), "bank_seed": calibration.seed,
+                      "estimators": [p.name for p in ensemble_paths(out / "estimator.pt", s.members)],
+                      "combine": raw.combine, "temperature": raw.temperature},
+            )
+            recalibration.save(out / RECALIBRATION_FILE)
+            timings["recalibrate_s"] = time.perf_counter() - t0
+            for line in recalibration.describe():
+                logger.info("recalibration: %s", line)
+        elif (out / RECALIBRATION_FILE).exists():  # from an earlier run with other settings: it would mislead
+            (out / RECALIBRATION_FILE).unlink()
         t0 = time.perf_counter()
         theta_o = torch.tensor([s.theta_true], dtype=torch.float32)
         x_o = simulator(theta_o, seed=s.seed + 10_000)
-        posterior = GridPosterior(estimators, prior, x_o=x_o[0])
+        posterior = raw.with_recalibration(recalibration).set_default_x(x_o[0])
         interval = posterior.credible_interval(0.9)
         theta_map = posterior.map()
         timings["infer_s"] = time.perf_counter() - t0
 
-        report = None
+        report = raw_report = None
         num_test = 0
         coverage = np.full(len(simulator.names), np.nan)
         if heldout is not None:
@@ -186,6 +222,9 @@ def run_quickstart(
             report = calibration_report(posterior, theta_test, x_test, names=simulator.names, seed=s.seed,
                                         progress=progress)
             report.plot(out)
+            if recalibration is not None:  # the estimator's own posterior, for comparison
+                raw_report = calibration_report(raw, theta_test, x_test, names=simulator.names, seed=s.seed,
+                                                c2st=False)
             timings["calibrate_s"] = time.perf_counter() - t0
             coverage = np.asarray(report.coverage_at(0.9)["grid"])  # exact: GridPosterior.credible_interval(0.9)
             for line in report.verdicts():
@@ -209,6 +248,11 @@ def run_quickstart(
             "seed": heldout.seed, "chunks_simulated_now": len(heldout_fill.simulated),
             "simulations": heldout.n_filled,
         },
+        "calibration_bank": None if calibration is None else {
+            "seed": calibration.seed, "chunks_simulated_now": len(calibration_fill.simulated),
+            "simulations": calibration.n_filled,
+        },
+        "recalibration": None if recalibration is None else recalibration.to_dict(),
         "members": s.members,
         "epochs_trained": epochs[0],
         "epochs_trained_per_member": epochs,
@@ -216,6 +260,8 @@ def run_quickstart(
         "timings": timings,
         "calibration": None if report is None else report.to_dict(),
         "calibration_verdicts": None if report is None else report.verdicts(),
+        "calibration_unrecalibrated": None if raw_report is None else raw_report.to_dict()["summary"],
+        "calibration_verdicts_unrecalibrated": None if raw_report is None else raw_report.verdicts(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     from ._figures import plot_main_result

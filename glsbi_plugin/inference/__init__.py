@@ -12,7 +12,11 @@ Typical use (θ = (η, B), images ``(n, C, H, W)``)::
     posterior = GridPosterior(estimator, prior, x_o=x_o)   # x_o: (C, H, W) or (1, C, H, W)
     samples = posterior.sample((1000,))
 
-``GridPosterior`` is also accepted by ``sbi.diagnostics.run_sbc`` and ``run_tarp``.
+``GridPosterior`` is also accepted by ``sbi.diagnostics.run_sbc`` and ``run_tarp``. A posterior
+that fails SBC on held-out simulations can be recalibrated on another set of them::
+
+    recalibration = fit_recalibration(posterior, theta_cal, x_cal)   # simulations of another seed
+    posterior = posterior.with_recalibration(recalibration)           # judge it on a third seed
 """
 
 from __future__ import annotations
@@ -45,16 +49,20 @@ from ._model_selection import (
     roc_auc,
     train_model_classifier,
 )
+from ._recalibration import MIN_PAIRS as MIN_RECALIBRATION_PAIRS
+from ._recalibration import MarginalRecalibration, fit_recalibration, grid_pit
 
 __all__ = [
     "CLASSIFIER_MODELS",
     "FLOW_MODELS",
     "METHODS",
+    "MIN_RECALIBRATION_PAIRS",
     "ClassifierConfig",
     "EpochRecord",
     "EstimatorConfig",
     "FlowConfig",
     "GridPosterior",
+    "MarginalRecalibration",
     "MemoryTracker",
     "Method",
     "ModelClassifier",
@@ -68,7 +76,9 @@ __all__ = [
     "build_inference",
     "check_theta",
     "default_estimator_config",
+    "fit_recalibration",
     "fit_temperature",
+    "grid_pit",
     "reliability",
     "roc_auc",
     "train",

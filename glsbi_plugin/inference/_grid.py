@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 import torch
 from sbi.inference.posteriors.base_posterior import NeuralPosterior
@@ -32,6 +32,9 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .._validation import as_batched_x, box_bounds, check_theta
+
+if TYPE_CHECKING:
+    from ._recalibration import MarginalRecalibration
 
 __all__ = ["GridPosterior", "fit_temperature"]
 
@@ -59,6 +62,9 @@ class _GridState(NamedTuple):
     log_norm_pool: Tensor
     """``combine="log-mean"``: log normaliser of the members' mean log density (a scalar; 0 for a
     mixture)."""
+    log_factors: tuple[Tensor, ...] | None = None
+    """With a recalibration: the log factor added to every cell of each axis, ``(n_k,)`` per axis
+    (:meth:`MarginalRecalibration.apply`); ``None`` without one."""
 
 
 class _ThetaFeatures(NamedTuple):
@@ -283,6 +289,13 @@ class GridPosterior(NeuralPosterior):
     simulations the estimators were not trained on with :func:`fit_temperature` (temperature
     scaling, Guo et al. 2017, applied to the log-ratio).
 
+    **Recalibration.** With ``recalibration`` :math:`R` (a
+    :class:`~glsbi_plugin.inference.MarginalRecalibration` from
+    :func:`~glsbi_plugin.inference.fit_recalibration`), applied last, each marginal CDF
+    :math:`F_k` of the (ensemble, tempered) grid density becomes :math:`R_k(F_k)` and the joint is
+    reweighted by one factor per axis to match (iterative proportional fitting): densities, draws,
+    intervals and the MAP all follow the recalibrated cell masses.
+
     Args:
         estimator: The trained estimator, or a sequence of them (an ensemble of one family and one
             θ/x shape): sbi's ``RatioEstimator`` (NRE_A/B/C, BNRE) or an NPE flow (``ZukoFlow`` or
@@ -295,12 +308,13 @@ class GridPosterior(NeuralPosterior):
         temperature: :math:`τ > 0` (see above); default 1.
         combine: How an ensemble's members are combined: ``"mixture"`` (default) or
             ``"log-mean"`` (see above). Irrelevant for one estimator.
+        recalibration: A marginal recalibration for this θ dimension (see above), or ``None``.
 
     Raises:
         TypeError: If an estimator is not a ratio estimator or a zuko/nflows flow.
         ValueError: If the prior is not a finite box, ``d > 3``, ``resolution`` is bad, the
-            ensemble is empty or mixes families or shapes, or ``temperature`` is not a finite
-            number > 0.
+            ensemble is empty or mixes families or shapes, ``temperature`` is not a finite
+            number > 0, or ``recalibration`` is for another number of parameters.
     """
 
     def __init__(
@@ -313,6 +327,7 @@ class GridPosterior(NeuralPosterior):
         max_rows: int = 2**17,
         temperature: float = 1.0,
         combine: Literal["mixture", "log-mean"] = "mixture",
+        recalibration: MarginalRecalibration | None = None,
     ) -> None:
         estimators = tuple(estimator) if isinstance(estimator, Sequence) else (estimator,)
         if not estimators:
@@ -345,6 +360,11 @@ class GridPosterior(NeuralPosterior):
         if combine not in ("mixture", "log-mean"):
             raise ValueError(f"combine={combine!r}: allowed values are ('mixture', 'log-mean')")
         self.combine = combine
+        if recalibration is not None and getattr(recalibration, "dim", None) != d:
+            raise ValueError(
+                f"recalibration must be a MarginalRecalibration for {d} parameters, got {recalibration!r}"
+            )
+        self.recalibration = recalibration
         self.resolution = _resolution(resolution, d)
         self.max_rows = int(max_rows)
         device = next(first.parameters()).device
@@ -369,9 +389,10 @@ class GridPosterior(NeuralPosterior):
         self._default: _GridState | None = None
         members = f"a {combine} of {len(estimators)} " if len(estimators) > 1 else ""
         tempered = f", temperature {self.temperature:g}" if self.temperature != 1.0 else ""
+        recalibrated = ", recalibrated" if recalibration is not None else ""
         self._purpose = (
             f"Grid of {'x'.join(map(str, self.resolution))} cells over the prior's box ({members}{self.kind}"
-            f"{tempered})."
+            f"{tempered}{recalibrated})."
         )
         if x_o is not None:
             self.set_default_x(x_o)
@@ -387,15 +408,28 @@ class GridPosterior(NeuralPosterior):
         return len(self._adapters)
 
     def with_temperature(self, temperature: float) -> GridPosterior:
-        """The same estimators, grid and default x at another temperature (a new posterior).
+        """The same estimators, grid, recalibration and default x at another temperature (a new posterior).
 
         Example:
             >>> posterior.with_temperature(1.5).temperature  # doctest: +SKIP
             1.5
         """
+        return self._replace(temperature=temperature, recalibration=self.recalibration)
+
+    def with_recalibration(self, recalibration: MarginalRecalibration | None) -> GridPosterior:
+        """The same estimators, grid, temperature and default x with another recalibration
+        (``None``: the estimators' own posterior); a new posterior.
+
+        Example:
+            >>> posterior.with_recalibration(None).recalibration is None  # doctest: +SKIP
+            True
+        """
+        return self._replace(temperature=self.temperature, recalibration=recalibration)
+
+    def _replace(self, *, temperature: float, recalibration: MarginalRecalibration | None) -> GridPosterior:
         new = GridPosterior(
             self.estimators, self.prior, resolution=self.resolution, max_rows=self.max_rows, temperature=temperature,
-            combine=self.combine,
+            combine=self.combine, recalibration=recalibration,
         )
         if self._default is not None:
             new.set_default_x(self._default.x)
@@ -439,7 +473,10 @@ class GridPosterior(NeuralPosterior):
             )
         embs = self._embed(x)
         log_mass, log_norm, log_norm_pool = self._grid_mixture(embs)
-        return _GridState(x, embs, log_mass, log_norm, log_norm_pool)
+        log_factors = None
+        if self.recalibration is not None:
+            log_mass, log_factors = self.recalibration.apply(log_mass, self.resolution)
+        return _GridState(x, embs, log_mass, log_norm, log_norm_pool, log_factors)
 
     def _grid_mixture(self, embs: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The ensemble's log cell masses ``(G,)``, each member's log normaliser ``(K,)`` and the
@@ -460,6 +497,11 @@ class GridPosterior(NeuralPosterior):
             pool = torch.logsumexp(mean, 0)
             log_mass = mean - pool
         return log_mass, torch.stack(norms), pool
+
+    def _cell_masses(self, embs: Sequence[Tensor]) -> Tensor:
+        """Log cell masses ``(G,)`` of one embedded observation, recalibrated if the posterior is."""
+        log_mass = self._grid_mixture(embs)[0]
+        return log_mass if self.recalibration is None else self.recalibration.apply(log_mass, self.resolution)[0]
 
     @torch.no_grad()
     def _log_prior(self, theta: Tensor) -> Tensor:
@@ -530,12 +572,22 @@ class GridPosterior(NeuralPosterior):
             self._unnormalised(theta, emb, k, None, lp) - state.log_norm[k] for k, emb in enumerate(state.emb)
         ]
         if len(members) == 1:
-            return members[0]
-        if self.combine == "mixture":
-            return torch.logsumexp(torch.stack(members), 0) - math.log(len(members))
-        # the pool of the normalised densities: mean log density minus its grid normaliser (the
-        # members' densities are log masses minus log cell volume, which the mean keeps)
-        return torch.stack(members).mean(0) - state.log_norm_pool
+            out = members[0]
+        elif self.combine == "mixture":
+            out = torch.logsumexp(torch.stack(members), 0) - math.log(len(members))
+        else:
+            # the pool of the normalised densities: mean log density minus its grid normaliser (the
+            # members' densities are log masses minus log cell volume, which the mean keeps)
+            out = torch.stack(members).mean(0) - state.log_norm_pool
+        if state.log_factors is not None:  # the recalibration's factor of θ's cell on every axis
+            cells = self._cells_of(theta)
+            out = out + sum(f.to(out.dtype)[cells[:, k]] for k, f in enumerate(state.log_factors))
+        return out
+
+    def _cells_of(self, theta: Tensor) -> Tensor:
+        """Grid cell index along each axis of θ ``(n, d)`` (the upper edge belongs to the last cell)."""
+        cells = ((theta - self.low) / self.cell_width).floor().long()
+        return torch.minimum(cells.clamp_min(0), torch.tensor(self.resolution, device=theta.device) - 1)
 
     def potential(self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False) -> Tensor:
         """sbi's (unnormalised, re-embedding) potential, with ``x`` accepted with or without batch dim.
@@ -589,6 +641,36 @@ class GridPosterior(NeuralPosterior):
             means.append(m)
             stds.append((w * (t - m) ** 2).sum().clamp_min(0.0).sqrt())
         return torch.stack(means), torch.stack(stds)
+
+    def marginal_cdf(self, theta: Tensor, x: Tensor | None = None) -> Tensor:
+        r"""Marginal CDFs :math:`F_k(θ_k \mid x)` of the piecewise-constant grid density at θ.
+
+        Exact for the grid density: the cell masses below θ_k plus the covered fraction of θ_k's cell.
+        At the true θ of a simulated x these are the PIT values of SBC (uniform when calibrated;
+        :func:`~glsbi_plugin.inference.grid_pit` computes them for many pairs).
+
+        Args:
+            theta: ``(d,)`` or ``(n, d)`` inside the prior's box.
+            x: Observation; default :attr:`default_x`.
+
+        Returns:
+            ``(d,)`` or ``(n, d)`` float64 values in [0, 1].
+
+        Example:
+            >>> posterior.marginal_cdf(posterior.high)  # doctest: +SKIP
+            tensor([1., 1.], dtype=torch.float64)
+        """
+        single = isinstance(theta, Tensor) and theta.ndim == 1
+        theta = check_theta(theta, self.low.cpu(), self.high.cpu()).to(self._device)
+        cells = self._cells_of(theta)
+        frac = ((theta - self.low) / self.cell_width - cells).double().clamp(0.0, 1.0)
+        out = []
+        for k, (_, dens) in enumerate(self.marginals(x)):
+            mass = dens.double() / dens.double().sum()
+            below = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
+            out.append((below[cells[:, k]] + frac[:, k] * mass[cells[:, k]]).clamp(0.0, 1.0))
+        result = torch.stack(out, -1)
+        return result[0] if single else result
 
     def credible_interval(self, level: float = 0.9, x: Tensor | None = None) -> Tensor:
         """Equal-tailed marginal credible intervals (exact for the piecewise-constant density).
@@ -667,7 +749,7 @@ class GridPosterior(NeuralPosterior):
         x = as_batched_x(x, self.x_shape).to(self._device)
         shape = torch.Size(sample_shape)
         embs = self._embed(x)
-        log_mass = torch.stack([self._grid_mixture([e[i : i + 1] for e in embs])[0] for i in range(x.shape[0])])
+        log_mass = torch.stack([self._cell_masses([e[i : i + 1] for e in embs]) for i in range(x.shape[0])])
         idx = _draw(log_mass, shape.numel())  # (B, N)
         theta = self._cells_to_theta(idx.reshape(-1)).reshape(x.shape[0], shape.numel(), -1)
         return theta.transpose(0, 1).reshape(*shape, x.shape[0], -1)
@@ -731,8 +813,8 @@ def fit_temperature(
     a posterior. The estimators are evaluated once per observation; every τ reuses them.
 
     Args:
-        posterior: The posterior to temper (its own temperature is ignored: τ multiplies the
-            estimators' log-likelihood directly).
+        posterior: The posterior to temper (its own temperature and recalibration are ignored: τ
+            multiplies the estimators' log-likelihood directly).
         theta: Held-out parameters ``(N, d)`` inside the prior's box.
         x: Their observations ``(N, *x_shape)``.
         temperatures: Candidates (all > 0); default 61 values log-spaced on [1/8, 8].
