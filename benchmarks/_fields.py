@@ -8,6 +8,7 @@ for one are reused by the others.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -37,22 +38,37 @@ def fields_banks(
         ``(train_bank, test_bank, info)``; ``info`` records paths, seeds, what was simulated now and
         the forward model's configuration.
     """
+    info: dict[str, Any] = {}
+    out = [fields_bank(bank_dir, name, n, seed, size=size, steps=steps, chunk_size=chunk_size, info=info)
+           for name, (n, seed) in (("train", train), ("test", test))]
+    return out[0], out[1], info
+
+
+def fields_bank(
+    bank_dir: str | Path, name: str, n: int, seed: int, *, size: int, steps: int | None = None, chunk_size: int = 50,
+    info: dict[str, Any] | None = None,
+) -> SimulationBank:
+    """One fields bank ``fields_<size>_<name>_seed<seed>.zarr`` with at least ``n`` filled rows.
+
+    A bank that is already complete is only opened (several benchmarks can then read it at once; a
+    fill would take its writer lock). ``info``, if given, receives ``info[name]`` (path, rows, seed,
+    what was simulated now) and ``info["config"]``.
+    """
     config = presets.small_forward_model(size=size, steps=steps)
     simulator = make_simulator(NAMES, config=config, channels=FIELDS, batch_size=chunk_size)
-    out, info = [], {}
-    for name, (n, seed) in (("train", train), ("test", test)):
-        path = Path(bank_dir) / f"fields_{size}_{name}_seed{seed}.zarr"
-        t0 = time.perf_counter()
-        if path.exists():
-            bank = SimulationBank.open(path, simulator)  # refuses another forward model
-            if bank.n < n:
-                bank.extend(n)
-        else:
-            bank = SimulationBank.create(path, simulator, n, chunk_size=chunk_size, seed=seed)
-        report = bank.fill(n, progress=False)
-        info[name] = {"path": str(path), "n": n, "seed": seed, "simulated_now": report.n_simulations,
+    path = Path(bank_dir) / f"fields_{size}_{name}_seed{seed}.zarr"
+    t0 = time.perf_counter()
+    if path.exists():
+        bank = SimulationBank.open(path, simulator)  # refuses another forward model
+        if bank.n < n:
+            bank.extend(n)
+    else:
+        bank = SimulationBank.create(path, simulator, n, chunk_size=chunk_size, seed=seed)
+    complete = set(range(math.ceil(n / bank.chunk_size))) <= set(bank.filled_chunks())
+    simulated = 0 if complete else bank.fill(n, progress=False).n_simulations
+    if info is not None:
+        info[name] = {"path": str(path), "n": n, "seed": seed, "simulated_now": simulated,
                       "fill_s": time.perf_counter() - t0, "config_hash": bank.config_hash}
-        print(f"{name} bank {path}: {n} rows ({report.n_simulations} simulated now)", flush=True)
-        out.append(bank)
-    info["config"] = {**config.to_dict(), "t_final": config.t_final}
-    return out[0], out[1], info
+        info["config"] = {**config.to_dict(), "t_final": config.t_final}
+    print(f"{name} bank {path}: {n} rows ({simulated} simulated now)", flush=True)
+    return bank

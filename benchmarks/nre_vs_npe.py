@@ -20,6 +20,9 @@ seed that no training used:
   their log-mean pool (``combine="log-mean"``, averaged log-ratios). ``NRE_C sbi-ResNet`` swaps the embedding for sbi's
   own ``ResNetEmbedding2D`` (at our stage widths, see :func:`sbi_resnet_inference`; sbi's
   ``z_score_x="independent"``), the ecosystem's baseline at the same budget.
+* **Recalibration**: every cell is also reported as ``<method> +recal``, its posterior with the
+  marginals recalibrated (``inference.fit_recalibration``, as the main job does) on ``--num-recal``
+  simulations of a third bank (seed ``--recal-seed``), then judged on the same held-out bank.
 * **Evaluation**, every method through a :class:`GridPosterior` (``--resolution``² over the
   prior's box; NPE truncated to it): training seconds and epochs, inference latency (embed x,
   evaluate the grid, draw 1000 samples; median over 20 observations), held-out
@@ -31,7 +34,9 @@ seed that no training used:
 Cells are resumable: each finished (observation, method, budget, seed) is appended to a JSON-lines
 file in ``--cache`` keyed by a hash of every setting that changes its result, so a killed run
 continues with the cells not yet done and a rerun with more ``--budgets``/``--seeds``/``--methods``
-computes only what is new. The report is rewritten from all finished cells after every cell.
+computes only what is new. Trained estimators are kept there too (a cell whose recalibrated row
+is missing is evaluated again without training). The report is rewritten from all finished cells
+after every cell.
 
 Run::
 
@@ -57,13 +62,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _fields import fields_banks  # benchmarks/_fields.py (the script's folder is on sys.path)
+from _fields import fields_bank, fields_banks  # benchmarks/_fields.py (the script's folder is on sys.path)
 from _machine import machine
 
 from glsbi_plugin import make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
-from glsbi_plugin.inference import GridPosterior, build_inference, train, train_ensemble
+from glsbi_plugin.inference import GridPosterior, build_inference, fit_recalibration, train, train_ensemble
 from glsbi_plugin.physics import STM, Observation, presets
 from glsbi_plugin.store import SimulationBank
 
@@ -76,6 +81,8 @@ OBSERVATIONS: dict[str, Any] = {"stm": STM(), "ideal": Observation()}
 METHODS = ("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE", "NRE_C x3", "NRE_C sbi-ResNet")
 #: report rows: an ensemble run gives two, its members mixed and pooled (GridPosterior ``combine``)
 ROWS = ("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE", "NRE_C x3 mixture", "NRE_C x3 log-mean", "NRE_C sbi-ResNet")
+#: the suffix of a row whose posterior was recalibrated on the third bank
+RECAL = " +recal"
 LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 ENSEMBLE = 3
 
@@ -182,7 +189,8 @@ def fmt(m: Any, s: Any, digits: int) -> str:
 def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     keys = sorted({(c["observation"], c["method"], c["budget"]) for c in cells},
-                  key=lambda k: (list(OBSERVATIONS).index(k[0]), ROWS.index(k[1]), k[2]))
+                  key=lambda k: (list(OBSERVATIONS).index(k[0]), ROWS.index(k[1].removesuffix(RECAL)),
+                                 k[1].endswith(RECAL), k[2]))
     for obs, method, budget in keys:
         group = [c for c in cells if (c["observation"], c["method"], c["budget"]) == (obs, method, budget)]
         row: dict[str, Any] = {"observation": obs, "method": method, "budget": budget,
@@ -266,7 +274,8 @@ def figure(table: list[dict[str, Any]], path: Path) -> None:
             ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls=":")
             for j, r in enumerate(r for r in rows if r["budget"] == largest):
                 cov = np.asarray(r["coverage"])[:, k]
-                ax.plot(lv, cov, color=f"C{j}", label=f"{r['method']} ({len(r['seeds'])} seeds)")
+                ax.plot(lv, cov, color=f"C{j % 10}", ls="--" if r["method"].endswith(RECAL) else "-",
+                        label=f"{r['method']} ({len(r['seeds'])} seeds)")
             ax.set_xlabel("nominal level of the central interval")
             ax.set_ylabel("held-out coverage")
             ax.set_title(f"{obs}: {name}, {largest} simulations")
@@ -288,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="training bank seed")
     p.add_argument("--test-seed", type=int, default=1, help="held-out bank seed")
+    p.add_argument("--recal-seed", type=int, default=2, help="recalibration bank seed")
+    p.add_argument("--num-recal", type=int, default=300, help="recalibration simulations (0: no +recal rows)")
     p.add_argument("--max-epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
@@ -301,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", action="store_true", help="rewrite the report from the finished cells; train nothing")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.steps, args.budgets, args.num_test = 24, 32, [60, 120], 40
+        args.size, args.steps, args.budgets, args.num_test, args.num_recal = 24, 32, [60, 120], 40, 50
         args.max_epochs, args.patience, args.resolution, args.posterior_samples = 2, 2, 24, 100
         args.seeds = args.seeds[:2]
         tmp = tempfile.mkdtemp(prefix="nre_vs_npe_quick_")
@@ -311,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     env = environment()
     train_bank, test_bank, info = banks(args)
+    recal_bank = None if not args.num_recal else fields_bank(
+        args.bank_dir, "recal", args.num_recal, args.recal_seed, size=args.size, steps=args.steps,
+        chunk_size=args.chunk_size, info=info)
+    recal_settings = {"seed": args.recal_seed, "n": args.num_recal}
     prior = make_simulator(NAMES, config=train_bank.simulator.config).prior()
     signature = {k: getattr(args, k) for k in ("size", "steps", "seed", "test_seed", "num_test", "max_epochs",
                                                "patience", "batch_size", "resolution", "posterior_samples")}
@@ -321,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     done: dict[tuple, dict[str, Any]] = {}
     for line in done_path.read_text().splitlines() if done_path.exists() else []:
         c = json.loads(line)
-        if c.get("observation_settings") == settings_of.get(c["observation"]):
+        recal_ok = not c["method"].endswith(RECAL) or c.get("recalibration_bank") == recal_settings
+        if c.get("observation_settings") == settings_of.get(c["observation"]) and recal_ok:
             done[c["observation"], c["method"], c["budget"], c["seed"]] = c
     print(f"{len(done)} finished cells in {done_path}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -334,28 +350,41 @@ def main(argv: list[str] | None = None) -> int:
         theta_all, x_all = train_bank.to_torch(observation=obs)
         test = test_bank.to_torch(observation=obs)
         test = (test[0][: args.num_test], test[1][: args.num_test])
+        recal = None if recal_bank is None else recal_bank.to_torch(observation=obs)
         for budget in sorted(args.budgets):
             for seed in args.seeds:
                 for method in args.methods:
-                    rows = ("NRE_C x3 mixture", "NRE_C x3 log-mean") if method == "NRE_C x3" else (method,)
+                    base_rows = ("NRE_C x3 mixture", "NRE_C x3 log-mean") if method == "NRE_C x3" else (method,)
+                    rows = [*base_rows, *([] if recal is None else [r + RECAL for r in base_rows])]
                     if all((obs_name, row, budget, seed) in done for row in rows):
                         continue
-                    t0 = time.perf_counter()
-                    with tempfile.TemporaryDirectory() as scratch:  # nothing may land in ./sbi-logs
-                        os.chdir(scratch)
-                        try:
-                            estimator, epochs = train_cell(method, seed, prior, theta_all[:budget], x_all[:budget],
-                                                           args)
-                        finally:
-                            os.chdir(cwd)
-                    train_s = time.perf_counter() - t0
+                    name = f"estimator_{tag}_{obs_name}_{method}_{budget}_{seed}.pt".replace(" ", "-")
+                    saved = Path(args.cache) / name
+                    if saved.exists():  # trained by an earlier run: evaluate it again
+                        estimator, epochs, train_s = torch.load(saved, weights_only=False)
+                    else:
+                        t0 = time.perf_counter()
+                        with tempfile.TemporaryDirectory() as scratch:  # nothing may land in ./sbi-logs
+                            os.chdir(scratch)
+                            try:
+                                estimator, epochs = train_cell(method, seed, prior, theta_all[:budget],
+                                                               x_all[:budget], args)
+                            finally:
+                                os.chdir(cwd)
+                        train_s = time.perf_counter() - t0
+                        torch.save((estimator, epochs, train_s), saved)
                     for row in rows:
-                        combine = "log-mean" if row.endswith("log-mean") else "mixture"
+                        combine = "log-mean" if "log-mean" in row else "mixture"
                         posterior = GridPosterior(estimator, prior, resolution=args.resolution, combine=combine)
+                        extra: dict[str, Any] = {}
+                        if row.endswith(RECAL):
+                            r = fit_recalibration(posterior, *recal)
+                            posterior = posterior.with_recalibration(r)
+                            extra = {"recalibration_bank": recal_settings, "recalibration": r.to_dict()}
                         cell = {"observation": obs_name, "method": row, "budget": budget, "seed": seed,
                                 "train_s": train_s, "epochs": epochs, **evaluate(posterior, *test, args, seed),
                                 "observation_settings": settings_of[obs_name], "date": env["date"],
-                                "git_commit": env.get("git_commit")}
+                                "git_commit": env.get("git_commit"), **extra}
                         done[obs_name, row, budget, seed] = cell
                         with done_path.open("a") as f:
                             f.write(json.dumps(cell) + "\n")
