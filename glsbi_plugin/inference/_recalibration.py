@@ -9,11 +9,19 @@ CDF of parameter k and :math:`(θ, x)` drawn from the joint.
 :class:`MarginalRecalibration` corrects it the way regression models are recalibrated (Kuleshov et
 al. 2018, "Accurate uncertainties for deep learning using calibrated regression"): if the PIT
 values of the estimator have the CDF :math:`R_k` over the joint, the marginal CDF
-:math:`R_k \circ F_k` has uniform PIT values. :math:`R_k` is modelled as a Beta CDF (beta
-calibration: two numbers per parameter, which capture a shift (:math:`a \ne b`) and a wrong width
-(:math:`a, b > 1`: under-confident; :math:`< 1`: over-confident); :math:`a = b = 1` is the
-identity), fitted by maximum likelihood to the PIT values of held-out pairs
-(:func:`fit_recalibration`).
+:math:`R_k \circ F_k` has uniform PIT values. :math:`R_k` is a Bernstein polynomial CDF of degree
+:math:`m_k`,
+
+.. math:: R_k(u) = \sum_{j=1}^{m_k} w_{kj}\, I(u;\, j,\, m_k - j + 1),
+
+the CDF of a mixture of Beta(j, m − j + 1) densities with weights :math:`w_{kj} \ge 0` summing to 1
+(:math:`I` is the regularised incomplete Beta function). It is monotone for any weights, smooth,
+exactly the identity for :math:`m = 1` (or equal weights), and approximates any continuous PIT
+distribution as m grows. :func:`fit_recalibration` fits the weights by maximum likelihood (EM) to
+the PIT values of held-out pairs and chooses each :math:`m_k` by BIC, so a calibrated marginal is
+left alone and a miscalibrated one gets only the flexibility the pairs support. (A single Beta
+CDF, two parameters, was tried first and was too rigid for the main job's η:
+``benchmarks/results/recalibration.md`` compares the two.)
 
 The joint posterior on the grid is then the distribution closest to the estimator's (in
 Kullback–Leibler divergence) whose marginals are the recalibrated ones: the cell masses
@@ -38,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy import optimize, special, stats
+from scipy import special, stats
 from torch import Tensor
 
 from .._validation import as_batched_x, check_theta
@@ -56,6 +64,10 @@ FORMAT = "glsbi-recalibration/1"
 #: Fewest pairs :func:`fit_recalibration` accepts (the two Beta parameters of each axis need them).
 MIN_PAIRS = 50
 
+#: Highest degree of a Bernstein CDF (fit_recalibration tries 1 … MAX_FIT_DEGREE).
+MAX_DEGREE = 64
+MAX_FIT_DEGREE = 16
+
 #: Iterative proportional fitting stops when every marginal is within this of its target mass.
 _IPF_TOL = 1e-10
 _IPF_MAX_ITER = 1000
@@ -63,75 +75,93 @@ _IPF_MAX_ITER = 1000
 
 @dataclasses.dataclass(frozen=True)
 class MarginalRecalibration:
-    r"""Beta recalibration of each marginal: :math:`F_k \mapsto R_k(F_k)`, :math:`R_k = I(\cdot\,; a_k, b_k)`.
+    r"""Recalibration of each marginal: :math:`F_k \mapsto R_k(F_k)`, :math:`R_k` a Bernstein CDF (module docstring).
 
-    :math:`I(u; a, b)` is the regularised incomplete Beta function (the CDF of Beta(a, b)). Build
-    it with :func:`fit_recalibration`; pass it to ``GridPosterior(..., recalibration=...)``.
+    Build it with :func:`fit_recalibration`; pass it to ``GridPosterior(..., recalibration=...)``.
 
     Attributes:
-        a: :math:`a_k > 0` per parameter.
-        b: :math:`b_k > 0` per parameter.
+        weights: Per parameter, the weights :math:`w_{k1}, …, w_{km_k}` (``m_k >= 1`` values ≥ 0
+            summing to 1; stored normalised). ``(1.0,)`` is the identity.
         num_pairs: The number of held-out pairs it was fitted on (0: not fitted).
         names: Parameter names, for messages and files (optional).
         info: Free-form provenance (JSON values only), e.g. the bank and seed it was fitted on.
 
     Raises:
-        ValueError: If ``a`` and ``b`` differ in length, hold more than 3 or no values, or a value
-            that is not a finite number > 0.
+        ValueError: If there are no or more than 3 parameters, a weight vector is empty, longer
+            than 64, has a negative or non-finite value or does not sum to 1 (within 1e-6).
 
     Example:
-        >>> r = MarginalRecalibration(a=(2.0, 1.0), b=(2.0, 1.0))
+        >>> r = MarginalRecalibration(weights=((0.0, 1.0, 0.0), (1.0,)))  # R_0: the Beta(2, 2) CDF
         >>> [round(float(v), 3) for v in r.cdf(0, np.array([0.25, 0.5]))]  # sharpens parameter 0
         [0.156, 0.5]
         >>> r.is_identity(1), r.is_identity(0)
         (True, False)
     """
 
-    a: tuple[float, ...]
-    b: tuple[float, ...]
+    weights: tuple[tuple[float, ...], ...]
     num_pairs: int = 0
     names: tuple[str, ...] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        a, b = tuple(self.a), tuple(self.b)
-        if not 1 <= len(a) <= 3 or len(a) != len(b):
-            raise ValueError(f"a and b need one value per parameter (1 to 3), got a={a!r}, b={b!r}")
-        for name, values in (("a", a), ("b", b)):
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-                    raise ValueError(f"{name}={values!r}: every value must be a finite number > 0")
-        if self.names is not None and len(self.names) != len(a):
-            raise ValueError(f"names={self.names!r} must name the {len(a)} parameters")
-        object.__setattr__(self, "a", tuple(float(v) for v in a))
-        object.__setattr__(self, "b", tuple(float(v) for v in b))
+        weights = tuple(tuple(w) for w in self.weights)
+        if not 1 <= len(weights) <= 3:
+            raise ValueError(f"weights need one vector per parameter (1 to 3), got {len(weights)}")
+        clean = []
+        for k, w in enumerate(weights):
+            ok = 1 <= len(w) <= MAX_DEGREE and all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w
+            )
+            if not ok or abs(sum(w) - 1.0) > 1e-6:
+                raise ValueError(f"weights[{k}]={w!r}: need 1 to {MAX_DEGREE} finite values >= 0 summing to 1")
+            total = float(sum(w))
+            clean.append(tuple(float(v) / total for v in w))
+        object.__setattr__(self, "weights", tuple(clean))
         if self.names is not None:
+            if len(self.names) != len(clean):
+                raise ValueError(f"names={self.names!r} must name the {len(clean)} parameters")
             object.__setattr__(self, "names", tuple(str(n) for n in self.names))
 
     @property
     def dim(self) -> int:
         """The number of parameters."""
-        return len(self.a)
+        return len(self.weights)
+
+    def degree(self, k: int) -> int:
+        """:math:`m_k`, the degree of axis k's Bernstein CDF."""
+        return len(self.weights[k])
 
     def cdf(self, k: int, u: np.ndarray) -> np.ndarray:
-        """:math:`R_k(u) = I(u; a_k, b_k)` (float64), the recalibrated CDF value of an old CDF value u."""
-        return special.betainc(self.a[k], self.b[k], np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0))
+        """:math:`R_k(u)` (float64): the recalibrated CDF value of an old CDF value u."""
+        u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+        m = self.degree(k)
+        return sum(w * special.betainc(j, m - j + 1, u) for j, w in enumerate(self.weights[k], start=1) if w > 0)
 
     def is_identity(self, k: int | None = None) -> bool:
-        """Whether axis ``k`` (every axis when ``None``) is left unchanged (a = b = 1)."""
+        """Whether axis ``k`` (every axis when ``None``) is left unchanged (equal weights)."""
         axes = range(self.dim) if k is None else (k,)
-        return all(self.a[j] == 1.0 and self.b[j] == 1.0 for j in axes)
+        return all(max(self.weights[j]) - min(self.weights[j]) < 1e-12 for j in axes)
+
+    def pit_moments(self, k: int) -> tuple[float, float]:
+        """Mean and variance of the PIT distribution :math:`R_k` the map undoes (uniform: 1/2 and 1/12)."""
+        m = self.degree(k)
+        j = np.arange(1, m + 1, dtype=np.float64)
+        w = np.asarray(self.weights[k])
+        mean = float((w * j).sum() / (m + 1))
+        second = float((w * j * (j + 1)).sum() / ((m + 1) * (m + 2)))
+        return mean, second - mean**2
 
     def describe(self) -> list[str]:
-        """One line per parameter: what the map does (shift and width of the PIT distribution it undoes)."""
+        """One line per parameter: what the map undoes (the shift and width of the estimator's PIT values)."""
         lines = []
         for k in range(self.dim):
             name = self.names[k] if self.names else f"θ_{k}"
-            a, b = self.a[k], self.b[k]
-            mean = a / (a + b)
-            var12 = 12 * a * b / ((a + b) ** 2 * (a + b + 1))
-            lines.append(f"{name}: Beta({a:.3g}, {b:.3g}) — the estimator's PIT values had mean {mean:.3f} "
-                         f"(0.5 unbiased) and variance {var12:.2f} × 1/12 (1 calibrated)")
+            if self.is_identity(k):
+                lines.append(f"{name}: left as it is (its PIT values looked uniform)")
+                continue
+            mean, var = self.pit_moments(k)
+            lines.append(f"{name}: degree {self.degree(k)} — the estimator's PIT values had mean {mean:.3f} "
+                         f"(0.5 unbiased) and variance {12 * var:.2f} × 1/12 (1 calibrated)")
         return lines
 
     # -- applying it to a grid -----------------------------------------------------------------
@@ -183,7 +213,7 @@ class MarginalRecalibration:
     # -- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (``from_dict`` inverts it)."""
-        return {"format": FORMAT, "a": list(self.a), "b": list(self.b), "num_pairs": int(self.num_pairs),
+        return {"format": FORMAT, "weights": [list(w) for w in self.weights], "num_pairs": int(self.num_pairs),
                 "names": None if self.names is None else list(self.names), "info": dict(self.info)}
 
     @classmethod
@@ -198,7 +228,7 @@ class MarginalRecalibration:
             raise ValueError(f"not a glsbi recalibration (format {found!r}, expected {FORMAT!r})")
         try:
             names = data.get("names")
-            return cls(a=tuple(data["a"]), b=tuple(data["b"]), num_pairs=int(data.get("num_pairs", 0)),
+            return cls(weights=tuple(tuple(w) for w in data["weights"]), num_pairs=int(data.get("num_pairs", 0)),
                        names=None if names is None else tuple(names), info=dict(data.get("info") or {}))
         except (KeyError, TypeError) as e:
             raise ValueError(f"a damaged glsbi recalibration ({type(e).__name__}: {e})") from None
@@ -276,14 +306,16 @@ def grid_pit(posterior: GridPosterior, theta: Tensor, x: Tensor) -> np.ndarray:
 
 def fit_recalibration(
     posterior: GridPosterior, theta: Tensor, x: Tensor, *, names: tuple[str, ...] | None = None,
-    info: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None, max_degree: int = MAX_FIT_DEGREE,
 ) -> MarginalRecalibration:
     r"""Fits a :class:`MarginalRecalibration` to held-out pairs by maximum likelihood.
 
     The PIT values :math:`u_{ik}` of the posterior *without* its own recalibration
-    (:func:`grid_pit`) are modelled as Beta(:math:`a_k, b_k`) per parameter; the maximum-likelihood
-    fit (values clipped to :math:`[1/2N, 1 - 1/2N]`) is the recalibration map. Its expectation over
-    the joint is uniform PIT values for the recalibrated marginals.
+    (:func:`grid_pit`) are modelled per parameter by the Bernstein density
+    :math:`\sum_j w_j \,\mathrm{Beta}(u; j, m - j + 1)`; for each degree m = 1 … ``max_degree``
+    the weights are fitted by EM (the log-likelihood is concave in them), and the m with the
+    smallest BIC, :math:`-2 \log L + (m - 1) \log N`, is kept (m = 1 is the identity). In
+    expectation over the joint the recalibrated marginals then have uniform PIT values.
 
     Args:
         posterior: The grid posterior (ensemble and temperature included).
@@ -292,38 +324,54 @@ def fit_recalibration(
         x: Their simulated observations ``(N, *x_shape)``.
         names: Parameter names (kept in the result).
         info: Provenance to keep in the result (JSON values).
+        max_degree: The highest degree tried, 1 to 64.
 
     Returns:
         The fitted recalibration.
 
     Raises:
-        ValueError: Fewer than 50 pairs, or mismatched or malformed ``theta``/``x``.
+        ValueError: Fewer than 50 pairs, a bad ``max_degree``, or mismatched or malformed
+            ``theta``/``x``.
     """
     n = int(theta.shape[0]) if isinstance(theta, Tensor) and theta.ndim == 2 else -1
     if n < MIN_PAIRS:
         raise ValueError(f"fit_recalibration needs at least {MIN_PAIRS} held-out pairs (θ of shape (N, d)), got "
                          f"{tuple(getattr(theta, 'shape', ()))}")
+    if isinstance(max_degree, bool) or not isinstance(max_degree, int) or not 1 <= max_degree <= MAX_DEGREE:
+        raise ValueError(f"max_degree={max_degree!r}: must be an integer in [1, {MAX_DEGREE}]")
     u = grid_pit(posterior.with_recalibration(None), theta, x)
-    eps = 0.5 / n
-    a, b = [], []
+    weights = []
     for k in range(u.shape[1]):
-        ak, bk = _beta_mle(np.clip(u[:, k], eps, 1.0 - eps))
-        a.append(ak)
-        b.append(bk)
-        logger.info("recalibration of parameter %d on %d pairs: Beta(%.3g, %.3g) (PIT KS p before: %.2g)", k, n, ak,
-                    bk, stats.kstest(u[:, k], "uniform").pvalue)
-    return MarginalRecalibration(a=tuple(a), b=tuple(b), num_pairs=n, names=names, info=dict(info or {}))
+        w, bic = _bernstein_bic(u[:, k], max_degree)
+        weights.append(tuple(w.tolist()))
+        logger.info("recalibration of parameter %d on %d pairs: degree %d (BIC %.1f; PIT KS p before: %.2g)", k, n,
+                    len(w), bic, stats.kstest(u[:, k], "uniform").pvalue)
+    return MarginalRecalibration(weights=tuple(weights), num_pairs=n, names=names, info=dict(info or {}))
 
 
-def _beta_mle(u: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood Beta(a, b) of values in (0, 1) (the log-likelihood is concave in (a, b))."""
-    s1, s2, n = float(np.log(u).sum()), float(np.log1p(-u).sum()), len(u)
+def _bernstein_bic(u: np.ndarray, max_degree: int) -> tuple[np.ndarray, float]:
+    """The BIC-best Bernstein density's weights for values ``u`` in [0, 1], and its BIC."""
+    u = np.clip(u, 0.0, 1.0)
+    best: tuple[float, np.ndarray] | None = None
+    for m in range(1, max_degree + 1):
+        w, log_l = _bernstein_em(u, m)
+        bic = -2.0 * log_l + (m - 1) * math.log(len(u))
+        if best is None or bic < best[0]:
+            best = (bic, w)
+    assert best is not None
+    return best[1], best[0]
 
-    def nll(z: np.ndarray) -> float:
-        a, b = np.exp(z)
-        return -((a - 1) * s1 + (b - 1) * s2 - n * special.betaln(a, b))
 
-    res = optimize.minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10,
-                                                                              "maxiter": 4000})
-    a, b = np.exp(res.x)
-    return float(a), float(b)
+def _bernstein_em(u: np.ndarray, m: int, *, tol: float = 1e-10, max_iter: int = 5000) -> tuple[np.ndarray, float]:
+    """EM for the weights of the fixed components Beta(j, m − j + 1), j = 1 … m; returns (weights, log L)."""
+    j = np.arange(1, m + 1)
+    dens = stats.beta.pdf(u[:, None], j[None, :], m - j[None, :] + 1)  # (N, m), bounded on [0, 1]
+    w = np.full(m, 1.0 / m)
+    for _ in range(max_iter):
+        mix = dens @ w
+        new = (dens * w / np.maximum(mix, 1e-300)[:, None]).mean(0)
+        done = np.abs(new - w).max() < tol
+        w = new
+        if done:
+            break
+    return w, float(np.log(np.maximum(dens @ w, 1e-300)).sum())
