@@ -3,20 +3,20 @@ r"""Does recalibration make the main job's posterior calibrated? Several trainin
 
 The main job's recipe (``glsbi quickstart``): an estimator trained on STM images of 1000
 simulations (48², t = 80) to convergence under the torus symmetries, then its marginals
-recalibrated on 500 further simulations (``inference.fit_recalibration``: a Bernstein CDF per
+recalibrated on 1000 further simulations (``inference.fit_recalibration``: a Bernstein CDF per
 marginal, its degree by BIC). This script repeats it
 for ``--methods`` × ``--seeds`` on the shared fields banks of ``benchmarks/_fields.py`` and judges
 each posterior, before and after recalibration, on pairs it never saw:
 
 * data: training bank (seed 0) rows ``[0, 1000)`` train (sbi keeps 10 % for early stopping),
-  rows ``[1000, 1500)`` recalibrate; judged on the held-out bank (seed 1, 300 pairs: the full
+  rows ``[1000, 2000)`` recalibrate; judged on the held-out bank (seed 1, 300 pairs: the full
   calibration report, SBC ranks from 1000 draws, coverage, TARP, held-out log q, posterior width)
-  and on the training bank's unused rows ``[1500, 3000)`` (1500 pairs: exact grid PIT values, a
+  and on the training bank's unused rows ``[2000, 3000)`` (1000 pairs: exact grid PIT values, a
   far more powerful SBC test);
 * also the log-mean pool of the NRE_C seeds (an ensemble), before and after recalibration;
 * and, for comparison, the recalibration family tried first: one Beta CDF per marginal (two
-  parameters, maximum likelihood on the same 500 PIT values), applied to the exact PIT values of
-  the 1500 pairs (``beta`` rows: only the 1500-pair columns).
+  parameters, maximum likelihood on the same 1000 PIT values), applied to the exact PIT values of
+  the 1000 pairs (``beta`` rows: only the 1000-pair columns).
 
 Estimators are cached in ``--cache`` (a killed run retrains only what is missing); each result
 appends a JSON line to ``--out`` and ``--report`` rewrites the markdown table from them. Run::
@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "glsbi" / "recalibration"
 #: The main job's embedding and training recipe (``apps.quickstart.QuickstartSettings``).
 EMBEDDING = EmbeddingConfig(features=16, widths=(8, 16, 32), downsample=True, symmetry="torus")
-TRAIN, RECAL, BIG = slice(0, 1000), slice(1000, 1500), slice(1500, 3000)
+TRAIN, RECAL, BIG = slice(0, 1000), slice(1000, 2000), slice(2000, 3000)
 
 
 def estimator(method: str, seed: int, prior: Any, theta: torch.Tensor, x: torch.Tensor, cache: Path) -> Any:
@@ -168,14 +168,14 @@ def report(a: argparse.Namespace) -> str:
         f"Command: `.venv/bin/python benchmarks/recalibration.py {' '.join(a.argv)}` (then `--report`). Each",
         "estimator was trained with the main job's recipe (STM images, 48², t = 80; 1000 simulations of the",
         "training bank, seed 0; to convergence, patience 15, torus augmentation) and recalibrated on 300 further",
-        "simulations of that bank (rows 1000–1500), then judged on simulations it never saw: **300 of the",
-        "held-out bank (seed 1)** (SBC with 1000 draws, coverage, TARP, log q, std/width; 64² grid) and **1500",
-        "unused rows (1500–3000) of the training bank** (exact grid PIT values: KS p, PIT mean, variance × 12 and",
+        "simulations of that bank (rows 1000–2000), then judged on simulations it never saw: **300 of the",
+        "held-out bank (seed 1)** (SBC with 1000 draws, coverage, TARP, log q, std/width; 64² grid) and **1000",
+        "unused rows (2000–3000) of the training bank** (exact grid PIT values: KS p, PIT mean, variance × 12 and",
         "90 % coverage). PIT mean 0.5 and variance × 12 = 1 when calibrated (< 1: under-confident). `beta`: the",
-        "recalibration family tried first (one Beta CDF per marginal) on the same 500 pairs, 1500-pair columns only.",
+        "recalibration family tried first (one Beta CDF per marginal) on the same 1000 pairs, 1000-pair columns only.",
         "",
         "| method | seed(s) | posterior | η std/width | B std/width | log q | SBC KS p (η, B), 300 | 90 % cov (η, B) "
-        "| max dev | TARP ATC | KS p (η, B), 1500 | PIT mean (η, B), 1500 | PIT var×12 (η, B), 1500 |",
+        "| max dev | TARP ATC | KS p (η, B), 1000 | PIT mean (η, B), 1000 | PIT var×12 (η, B), 1000 |",
         "|---|---|---|---:|---:|---:|---|---|---:|---:|---|---|---|",
     ]
     order = {"raw": 0, "recalibrated": 1, "beta": 2}

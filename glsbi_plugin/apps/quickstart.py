@@ -6,7 +6,7 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
    (standardised, so no absolute density gives η away; tip blur, noise).
 2. A held-out bank of ``num_heldout`` (300) simulations from another seed (``seed + 1``), never
    seen in training or recalibration: the calibration verdict is computed on it.
-3. A recalibration bank of ``num_calibration`` (500) simulations from a third seed (``seed + 2``).
+3. A recalibration bank of ``num_calibration`` (1000) simulations from a third seed (``seed + 2``).
 4. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
    validation share) on every training simulation, each epoch shown under a random symmetry of
    the torus (shift, rotation, reflection: exact symmetries of p(x | θ)); optionally an ensemble of
@@ -101,7 +101,7 @@ class QuickstartSettings:
     bounds: tuple[tuple[float, float], tuple[float, float]] = tuple(DEFAULT_BOUNDS[n] for n in NAMES)  # type: ignore[assignment]
     num_simulations: int = 1000
     num_heldout: int = 300
-    num_calibration: int = 500
+    num_calibration: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
     max_epochs: int = 100
