@@ -243,7 +243,7 @@ def test_help_quotes_the_library_defaults():
     assert (q["size"], q["t_final"], q["steps"], q["scheme"], q["dt"]) == (s.size, small.t_final, small.steps,
                                                                           small.scheme, small.dt)
     assert q["bounds"] == tuple(tuple(b) for b in s.bounds)
-    for key in ("num_simulations", "num_heldout", "num_calibration", "chunk_size", "method", "max_epochs",
+    for key in ("num_simulations", "num_heldout", "num_recalibration", "chunk_size", "method", "max_epochs",
                 "theta_true", "seed"):
         assert q[key] == getattr(s, key), key
 

@@ -14,7 +14,7 @@ from glsbi_plugin.inference import GridPosterior, MarginalRecalibration
 from glsbi_plugin.store import SimulationBank
 
 # a 16² torus holds too little flux for the default field prior: the tiny run widens it
-TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--num-heldout", "10", "--num-calibration", "50",
+TINY = ["--size", "16", "--steps", "60", "--num-simulations", "60", "--num-heldout", "10", "--num-recalibration", "50",
         "--chunk-size", "10",
         "--max-epochs", "2",
         "--theta", "0.15", "0.25", "--bound", "field", "0.1", "0.4", "--no-progress", "--threads", "2"]
@@ -38,13 +38,13 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert len(summary["calibration_verdicts"]) == 2 and "verdict: eta: " in text
     assert len(summary["calibration_verdicts_unrecalibrated"]) == 2 and "without recalibration: eta: " in text
     # the recalibration: fitted on a third bank, written beside the estimator, recorded in the summary
-    assert summary["calibration_bank"] == {"seed": 2, "chunks_simulated_now": 5, "simulations": 50}
+    assert summary["recalibration_bank"] == {"seed": 2, "chunks_simulated_now": 5, "simulations": 50}
     recal = MarginalRecalibration.load(out / "recalibration.json")
     assert recal.to_dict() == summary["recalibration"] and recal.num_pairs == 50
     assert recal.info["estimators"] == ["estimator.pt"] and "recalibrated on 50 simulations of seed 2" in text
     # three banks of three seeds: no simulation seed is shared, so the held-out check is honest
     seeds = [set(SimulationBank.open(out / f"{name}.zarr", read_only=True).group["seeds"][:].tolist())
-             for name in ("bank", "heldout", "calibration")]
+             for name in ("bank", "heldout", "recalibration")]
     assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
     # rerun: both banks are complete, nothing is simulated again
     assert main(["quickstart", "--out", str(out), *TINY]) == 0

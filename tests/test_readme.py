@@ -71,3 +71,8 @@ def test_calibration_after_make_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert num_test == 10 and ns["report"].ranks.shape == (num_test, 2)
     assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"sbc_ranks.png", "coverage.png", "tarp.png"}
     assert (tmp_path / "calibration.json").stat().st_size > 0
+    # the snippet's recalibration is the one the main job saved beside its estimator
+    from glsbi_plugin.inference import MarginalRecalibration
+
+    saved = MarginalRecalibration.load(out / "recalibration.json")
+    assert ns["recalibration"].weights == saved.weights and ns["posterior"].recalibration is not None

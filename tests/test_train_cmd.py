@@ -68,13 +68,13 @@ def test_calibrate_recalibrates_on_another_bank(run, tmp_path, capsys) -> None: 
     reports the recalibrated posterior beside the estimator's own verdicts; --recalibration reuses it."""
     est = run / "estimator.pt"
     out = tmp_path / "report"
-    assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibrate", str(run / "calibration.zarr"),
+    assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibrate", str(run / "recalibration.zarr"),
                  "--out", str(out), "--num-posterior-samples", "100", "--resolution", "32", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "recalibration: eta: " in text and "without recalibration: eta: " in text
     recal = MarginalRecalibration.load(out / "recalibration.json")
     ckpt = load_estimator(est)
-    theta, x = SimulationBank.open(run / "calibration.zarr", read_only=True).to_torch()
+    theta, x = SimulationBank.open(run / "recalibration.zarr", read_only=True).to_torch()
     direct = fit_recalibration(GridPosterior(ckpt.estimator, ckpt.prior, resolution=32), theta, x)
     assert recal.weights == direct.weights  # the same pairs, the same grid: the same fit
     assert "Without the recalibration" in (out / "report.md").read_text()

@@ -112,7 +112,7 @@ FORWARD_DEFAULTS = {"size": 64, "h": 0.5, "scheme": "skrock", "schemes": ("skroc
 #: ``QuickstartSettings()``, ``NAMES``), so that building the parser imports no torch; a test checks it.
 QUICKSTART_DEFAULTS = {"names": ("eta", "field"), "size": 48, "t_final": 80.0, "steps": 256, "scheme": "skrock",
                        "dt": 0.3125, "bounds": ((0.0, 0.3), (0.03, 0.1)), "num_simulations": 1000, "num_heldout": 300,
-                       "num_calibration": 1000, "chunk_size": 50, "method": "NRE_C", "max_epochs": 100,
+                       "num_recalibration": 1000, "chunk_size": 50, "method": "NRE_C", "max_epochs": 100,
                        "patience": 15, "members": 1, "theta_true": (0.15, 0.07), "seed": 0}
 #: The fewest simulations ``glsbi quickstart`` trains on: sbi holds out ``n - int(0.9 n)`` of them
 #: for validation, and NRE-C's contrastive loss needs mini-batches (training and validation) of
@@ -466,9 +466,9 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heldout", type=_int_at_least(0), default=None,
                    help=f"held-out simulations (another seed) for the calibration report; 0: no report (default "
                         f"{d['num_heldout']})")
-    p.add_argument("--num-calibration", type=_int_at_least(0), default=None,
+    p.add_argument("--num-recalibration", type=_int_at_least(0), default=None,
                    help=f"simulations of a third seed on which the posterior's marginals are recalibrated before "
-                        f"the held-out check; 0: no recalibration, else at least 50 (default {d['num_calibration']})")
+                        f"the held-out check; 0: no recalibration, else at least 50 (default {d['num_recalibration']})")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=None,
                    help=f"samples per bank chunk (default {d['chunk_size']})")
     p.add_argument("--method", choices=("NRE_A", "NRE_B", "NRE_C", "BNRE", "NPE"), default=None,
@@ -513,11 +513,11 @@ def _quickstart_settings(args: argparse.Namespace):  # noqa: ANN202 - Quickstart
         raise UsageError(f"--theta {theta[0]:g} {theta[1]:g} lies outside the prior ({'; '.join(outside)}); the "
                          "demonstration observation must be one the estimator can have seen")
     given = {k: getattr(args, k) for k in ("size", "t_final", "steps", "num_simulations", "num_heldout",
-                                           "num_calibration", "chunk_size", "method", "max_epochs", "patience",
+                                           "num_recalibration", "chunk_size", "method", "max_epochs", "patience",
                                            "members", "seed")
              if getattr(args, k) is not None}
-    if given.get("num_calibration") not in (None, 0) and given["num_calibration"] < 50:
-        raise UsageError(f"--num-calibration {given['num_calibration']}: use 0 (no recalibration) or at least 50")
+    if given.get("num_recalibration") not in (None, 0) and given["num_recalibration"] < 50:
+        raise UsageError(f"--num-recalibration {given['num_recalibration']}: use 0 (no recalibration) or at least 50")
     return QuickstartSettings(**given, bounds=tuple(bounds[n] for n in NAMES), theta_true=theta,
                               observation=_observation(args))
 
@@ -543,7 +543,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
           f"{args.thread_plan.describe() if getattr(args, 'thread_plan', None) else ''}")
     recal = summary.get("recalibration")
     if recal:
-        bank = summary["calibration_bank"]
+        bank = summary["recalibration_bank"]
         print(f"  recalibrated on {bank['simulations']} simulations of seed {bank['seed']} "
               f"({args.out / 'recalibration.json'}):")
         from ..inference import MarginalRecalibration  # torch is loaded by now

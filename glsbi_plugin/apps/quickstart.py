@@ -6,13 +6,13 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
    (standardised, so no absolute density gives η away; tip blur, noise).
 2. A held-out bank of ``num_heldout`` (300) simulations from another seed (``seed + 1``), never
    seen in training or recalibration: the calibration verdict is computed on it.
-3. A recalibration bank of ``num_calibration`` (1000) simulations from a third seed (``seed + 2``).
+3. A recalibration bank of ``num_recalibration`` (1000) simulations from a third seed (``seed + 2``).
 4. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
    validation share) on every training simulation, each epoch shown under a random symmetry of
    the torus (shift, rotation, reflection: exact symmetries of p(x | θ)); optionally an ensemble of
    ``members`` estimators from different seeds, mixed in the grid posterior.
 5. The estimator's marginals recalibrated on the recalibration bank
-   (:func:`~glsbi_plugin.inference.fit_recalibration`: a Beta map of each marginal CDF, which
+   (:func:`~glsbi_plugin.inference.fit_recalibration`: a polynomial map of each marginal CDF, which
    undoes the shift and the excess width that differ from one training seed to the next).
 6. A grid posterior for an observation simulated at a known θ, and its 90 % credible intervals.
 7. A calibration report on the held-out bank (:mod:`glsbi_plugin.diagnostics`): SBC ranks with a
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 NAMES = ("eta", "field")
 
 #: Fewest recalibration simulations (``inference.fit_recalibration`` needs them).
-MIN_CALIBRATION = 50
+MIN_RECALIBRATION = 50
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,7 +73,7 @@ class QuickstartSettings:
         num_simulations: Training bank size (sbi holds out 10 % of it for early stopping).
         num_heldout: Held-out bank size (bank seed ``seed + 1``), for the calibration report;
             0: no report.
-        num_calibration: Recalibration bank size (bank seed ``seed + 2``): the posterior's marginals
+        num_recalibration: Recalibration bank size (bank seed ``seed + 2``): the posterior's marginals
             are recalibrated on it before the held-out check; 0: no recalibration, else at least 50.
         chunk_size: Samples per bank chunk (and per vmapped JAX call).
         method: sbi method (``"NRE_A"``, ``"NRE_B"``, ``"NRE_C"``, ``"BNRE"``, ``"NPE"``).
@@ -101,7 +101,7 @@ class QuickstartSettings:
     bounds: tuple[tuple[float, float], tuple[float, float]] = tuple(DEFAULT_BOUNDS[n] for n in NAMES)  # type: ignore[assignment]
     num_simulations: int = 1000
     num_heldout: int = 300
-    num_calibration: int = 1000
+    num_recalibration: int = 1000
     chunk_size: int = 50
     method: str = "NRE_C"
     max_epochs: int = 100
@@ -117,9 +117,11 @@ class QuickstartSettings:
     def __post_init__(self) -> None:
         if self.t_final is not None and self.steps is not None:
             raise ValueError(f"give t_final or steps, not both (t_final={self.t_final!r}, steps={self.steps!r})")
-        n = self.num_calibration
-        if isinstance(n, bool) or not isinstance(n, int) or not (n == 0 or n >= MIN_CALIBRATION):
-            raise ValueError(f"num_calibration={n!r}: must be 0 (no recalibration) or an integer >= {MIN_CALIBRATION}")
+        n = self.num_recalibration
+        if isinstance(n, bool) or not isinstance(n, int) or not (n == 0 or n >= MIN_RECALIBRATION):
+            raise ValueError(
+                f"num_recalibration={n!r}: must be 0 (no recalibration) or an integer >= {MIN_RECALIBRATION}"
+            )
 
     def simulator_config(self) -> TDGLConfig:
         """The forward model's numerics: ``presets.small_forward_model`` at this size and time."""
@@ -129,7 +131,7 @@ class QuickstartSettings:
 def run_quickstart(
     out_dir: str | Path, settings: QuickstartSettings | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
-    """Run the main job; write ``bank.zarr``, ``heldout.zarr``, ``calibration.zarr``, ``estimator.pt``,
+    """Run the main job; write ``bank.zarr``, ``heldout.zarr``, ``recalibration.zarr``, ``estimator.pt``,
     ``recalibration.json``, ``posterior.png``, ``inference_result.png`` and ``summary.json`` to
     ``out_dir``, and the calibration figures ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``.
 
@@ -155,12 +157,12 @@ def run_quickstart(
     t0 = time.perf_counter()
     with torch_threads(1):  # JAX simulates: torch's threads would only compete with XLA's
         bank, fill = _bank(out / "bank.zarr", simulator, s.num_simulations, s.chunk_size, s.seed, progress)
-        heldout = heldout_fill = calibration = calibration_fill = None
+        heldout = heldout_fill = recal_bank = recal_fill = None
         if s.num_heldout:
             heldout, heldout_fill = _bank(out / "heldout.zarr", simulator, s.num_heldout, s.chunk_size, s.seed + 1,
                                           progress)
-        if s.num_calibration:
-            calibration, calibration_fill = _bank(out / "calibration.zarr", simulator, s.num_calibration,
+        if s.num_recalibration:
+            recal_bank, recal_fill = _bank(out / "recalibration.zarr", simulator, s.num_recalibration,
                                                   s.chunk_size, s.seed + 2, progress)
     timings["simulate_s"] = time.perf_counter() - t0
     logger.info("bank: %d simulations (%d chunks simulated now)", bank.n_filled, len(fill.simulated))
@@ -187,13 +189,13 @@ def run_quickstart(
     with torch_threads(1):
         recalibration: MarginalRecalibration | None = None
         raw = GridPosterior(estimators, prior)
-        if calibration is not None:
+        if recal_bank is not None:
             t0 = time.perf_counter()
-            theta_cal, x_cal = calibration.to_torch()
-            logger.info("recalibration on %d simulations (seed %d)", len(theta_cal), calibration.seed)
+            theta_cal, x_cal = recal_bank.to_torch()
+            logger.info("recalibration on %d simulations (seed %d)", len(theta_cal), recal_bank.seed)
             recalibration = fit_recalibration(
                 raw, theta_cal, x_cal, names=simulator.names,
-                info={"bank": str(out / "calibration.zarr"), "bank_seed": calibration.seed,
+                info={"bank": str(out / "recalibration.zarr"), "bank_seed": recal_bank.seed,
                       "estimators": [p.name for p in ensemble_paths(out / "estimator.pt", s.members)],
                       "combine": raw.combine, "temperature": raw.temperature},
             )
@@ -248,9 +250,9 @@ def run_quickstart(
             "seed": heldout.seed, "chunks_simulated_now": len(heldout_fill.simulated),
             "simulations": heldout.n_filled,
         },
-        "calibration_bank": None if calibration is None else {
-            "seed": calibration.seed, "chunks_simulated_now": len(calibration_fill.simulated),
-            "simulations": calibration.n_filled,
+        "recalibration_bank": None if recal_bank is None else {
+            "seed": recal_bank.seed, "chunks_simulated_now": len(recal_fill.simulated),
+            "simulations": recal_bank.n_filled,
         },
         "recalibration": None if recalibration is None else recalibration.to_dict(),
         "members": s.members,
