@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import kstest
 from torch import Tensor
 
 from glsbi_plugin.diagnostics import calibration_report
@@ -60,6 +61,9 @@ def test_verdict_names_the_failure(pairs, scale: float, shift: float, expected: 
         assert "FAILS" not in line
     else:
         assert "FAILS SBC" in line and "300 held-out" in line
+        # by how much: the KS distance of the ranks, the statistic behind the p-value
+        d = kstest(report.ranks[:, 0], "uniform", args=(0, 500)).statistic
+        assert f"rank CDF off the diagonal by up to {d:.3f}" in line and d > 0.08
     mean, var = report.pit_moments()
     if scale > 1:
         assert var[0] < 1 / 12  # ∩-shaped ranks

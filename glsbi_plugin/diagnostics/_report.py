@@ -31,6 +31,7 @@ import torch
 from sbi.diagnostics import check_sbc, check_tarp
 from sbi.diagnostics.sbc import check_uniformity_frequentist
 from sbi.diagnostics.tarp import _run_tarp, get_tarp_references
+from scipy import stats
 from torch import Tensor
 
 from .._validation import as_tensor_2d
@@ -164,7 +165,9 @@ class CalibrationReport:
         The failure is named from :meth:`pit_moments`: under-/over-confident when the PIT variance
         is off 1/12 by more than its sampling noise (3 standard errors; for uniform PIT values the
         variance of the sample variance is 1/180N), biased when the PIT mean is off 1/2 by more than
-        3 standard errors (1/sqrt(12 N)).
+        3 standard errors (1/sqrt(12 N)); and by how much: the KS distance D, the largest gap between
+        the CDF of the PIT values and the diagonal (a central interval of any level misses its
+        nominal coverage by at most 2D).
 
         Args:
             alpha: Level of the KS test.
@@ -173,6 +176,8 @@ class CalibrationReport:
             ``d`` lines, e.g. ``"eta: calibrated (SBC KS p = 0.4 on 300 held-out simulations)"``.
         """
         mean, var = self.pit_moments()
+        # the KS distance D of the test behind ks_pvalues (ranks against uniform on [0, L])
+        gaps = [float(stats.kstest(r, "uniform", args=(0, self.num_posterior_samples)).statistic) for r in self.ranks.T]
         n = self.num_test
         out = []
         for k, name in enumerate(self.names):
@@ -189,8 +194,11 @@ class CalibrationReport:
             if abs(mean[k] - 0.5) > 3 / math.sqrt(12 * n):
                 side = "low" if mean[k] > 0.5 else "high"
                 how.append(f"biased {side} (PIT mean {mean[k]:.2f})")
-            detail = "; ".join(how) if how else "ranks non-uniform although their width and centre look right"
-            out.append(f"{head}FAILS SBC (KS p = {p:.2g} < {alpha:g} on {n} held-out simulations): {detail}")
+            if not how:
+                how.append(f"ranks non-uniform although their width and centre look right (PIT mean {mean[k]:.2f}, "
+                           f"variance {12 * var[k]:.2f} × 1/12)")
+            how.append(f"rank CDF off the diagonal by up to {gaps[k]:.3f}")
+            out.append(f"{head}FAILS SBC (KS p = {p:.2g} < {alpha:g} on {n} held-out simulations): {'; '.join(how)}")
         return out
 
     def summary(self) -> dict[str, Any]:
