@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training bank seed")
     p.add_argument("--test-seed", type=int, default=1, help="held-out bank seed")
     p.add_argument("--recal-seed", type=int, default=2, help="recalibration bank seed")
-    p.add_argument("--num-recal", type=int, default=300, help="recalibration simulations (0: no +recal rows)")
+    p.add_argument("--num-recal", type=int, default=1000, help="recalibration simulations (0: no +recal rows)")
     p.add_argument("--max-epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
