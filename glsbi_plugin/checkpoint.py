@@ -50,6 +50,7 @@ __all__ = [
     "RECALIBRATION_FILE",
     "EstimatorCheckpoint",
     "ensemble_paths",
+    "file_sha256",
     "load_estimator",
     "recalibration_for",
     "save_estimator",
@@ -404,9 +405,10 @@ def recalibration_for(path: str | Path) -> MarginalRecalibration | None:
     """The recalibration of the posterior of the single estimator at ``path``, if one lies beside it.
 
     ``glsbi quickstart`` writes :data:`RECALIBRATION_FILE` next to ``estimator.pt``, recording the
-    estimator files whose posterior it was fitted for (``info["estimators"]``). It applies to a
-    posterior of this one estimator only if that list is exactly ``[path's name]`` (a recalibration
-    fitted for an ensemble does not fit one member).
+    estimator files whose posterior it was fitted for (``info["estimators"]``) and their SHA-256
+    (``info["estimator_sha256"]``). It applies to a posterior of this one estimator only if that list
+    is exactly ``[path's name]`` (a recalibration fitted for an ensemble does not fit one member) and
+    the file is unchanged (an estimator retrained into the same path is not the one recalibrated).
 
     Args:
         path: An estimator checkpoint, e.g. ``runs/quickstart/estimator.pt``.
@@ -430,5 +432,19 @@ def recalibration_for(path: str | Path) -> MarginalRecalibration | None:
         logger.warning("%s was fitted for the posterior of %s, not of %s alone: not applied", file, fitted_for,
                        path.name)
         return None
+    if recalibration.info.get("estimator_sha256") != [file_sha256(path)]:
+        logger.warning("%s was fitted for another %s (the file changed since): not applied", file, path.name)
+        return None
     logger.info("applying the recalibration %s to the posterior of %s", file, path.name)
     return recalibration
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (identifies the estimator a recalibration was fitted for)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -13,7 +13,7 @@ from sbi.utils import BoxUniform
 from scipy import stats
 from torch import Tensor, nn
 
-from glsbi_plugin.checkpoint import RECALIBRATION_FILE, recalibration_for
+from glsbi_plugin.checkpoint import RECALIBRATION_FILE, file_sha256, recalibration_for
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
 from glsbi_plugin.inference import GridPosterior, MarginalRecalibration, fit_recalibration, grid_pit
@@ -65,6 +65,8 @@ def test_recalibrated_marginals_are_the_mapped_cdfs_and_the_joint_is_reweighted_
     mass = (post.grid_log_prob().double() + post.log_cell_volume).exp()
     assert float(mass.sum()) == pytest.approx(1.0, abs=1e-6)
     torch.testing.assert_close(post.log_prob(post.grid), post.grid_log_prob(), rtol=1e-4, atol=1e-4)
+    theta = PRIOR.sample((5,))
+    torch.testing.assert_close(post.potential(theta), post.log_prob(theta))  # sbi's path sees it too
     draws = post.sample((20000,))
     cells = ((draws - post.low) / post.cell_width).floor().long()
     freq = torch.bincount(cells[:, 0] * RES[1] + cells[:, 1], minlength=math.prod(RES)).double() / 20000
@@ -148,8 +150,10 @@ def test_bad_recalibrations_are_refused_with_the_bad_value(estimator, tmp_path) 
 
 
 def test_a_recalibration_file_round_trips_and_applies_only_to_its_estimator(tmp_path) -> None:
+    (tmp_path / "estimator.pt").write_bytes(b"weights")
     recal = MarginalRecalibration(weights=((0.5, 0.3, 0.2), (1.0,)), num_pairs=300, names=("eta", "field"),
-                                  info={"estimators": ["estimator.pt"], "bank_seed": 2})
+                                  info={"estimators": ["estimator.pt"], "bank_seed": 2,
+                                        "estimator_sha256": [file_sha256(tmp_path / "estimator.pt")]})
     path = recal.save(tmp_path / RECALIBRATION_FILE)
     assert MarginalRecalibration.load(path) == recal
     # PIT mean of the mixture of Beta(1, 3), Beta(2, 2), Beta(3, 1): (0.5·1 + 0.3·2 + 0.2·3) / 4
@@ -157,3 +161,5 @@ def test_a_recalibration_file_round_trips_and_applies_only_to_its_estimator(tmp_
     assert recalibration_for(tmp_path / "estimator.pt") == recal
     assert recalibration_for(tmp_path / "estimator_1.pt") is None  # fitted for another estimator
     assert recalibration_for(tmp_path / "elsewhere" / "estimator.pt") is None  # no file beside it
+    (tmp_path / "estimator.pt").write_bytes(b"retrained weights")
+    assert recalibration_for(tmp_path / "estimator.pt") is None  # another network under the same name

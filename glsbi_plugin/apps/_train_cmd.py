@@ -182,7 +182,7 @@ def _pairs(path: Path, sim: Any, split: str | None) -> tuple[Any, Any]:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Write ``report.md``, ``report.json`` and the figures; print the verdicts."""
-    from ..checkpoint import RECALIBRATION_FILE, load_estimator
+    from ..checkpoint import RECALIBRATION_FILE, file_sha256, load_estimator
     from ..diagnostics import calibration_report
     from ..inference import MIN_RECALIBRATION_PAIRS, GridPosterior, MarginalRecalibration, fit_recalibration
 
@@ -210,7 +210,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                              f"need >= {MIN_RECALIBRATION_PAIRS}")
         print(f"recalibrating on {len(theta_cal)} simulations of {args.recalibrate}", flush=True)
         recalibration = fit_recalibration(raw, theta_cal, x_cal, names=tuple(sim.names), info={
-            "bank": str(args.recalibrate), "estimators": [p.name for p in args.estimators], "combine": raw.combine,
+            "bank": str(args.recalibrate), "estimators": [p.name for p in args.estimators],
+            "estimator_sha256": [file_sha256(p) for p in args.estimators], "combine": raw.combine,
             "temperature": raw.temperature})
     elif args.recalibration is not None:
         recalibration = MarginalRecalibration.load(args.recalibration)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .._threads import torch_threads
-from ..checkpoint import RECALIBRATION_FILE, ensemble_paths, save_estimator
+from ..checkpoint import RECALIBRATION_FILE, ensemble_paths, file_sha256, save_estimator
 from ..diagnostics import calibration_report
 from ..embeddings import EmbeddingConfig
 from ..inference import GridPosterior, MarginalRecalibration, fit_recalibration, train_ensemble
@@ -163,7 +163,7 @@ def run_quickstart(
                                           progress)
         if s.num_recalibration:
             recal_bank, recal_fill = _bank(out / "recalibration.zarr", simulator, s.num_recalibration,
-                                                  s.chunk_size, s.seed + 2, progress)
+                                           s.chunk_size, s.seed + 2, progress)
     timings["simulate_s"] = time.perf_counter() - t0
     logger.info("bank: %d simulations (%d chunks simulated now)", bank.n_filled, len(fill.simulated))
 
@@ -197,6 +197,7 @@ def run_quickstart(
                 raw, theta_cal, x_cal, names=simulator.names,
                 info={"bank": str(out / "recalibration.zarr"), "bank_seed": recal_bank.seed,
                       "estimators": [p.name for p in ensemble_paths(out / "estimator.pt", s.members)],
+                      "estimator_sha256": [file_sha256(p) for p in ensemble_paths(out / "estimator.pt", s.members)],
                       "combine": raw.combine, "temperature": raw.temperature},
             )
             recalibration.save(out / RECALIBRATION_FILE)

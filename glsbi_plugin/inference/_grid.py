@@ -592,11 +592,11 @@ class GridPosterior(NeuralPosterior):
     def potential(self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False) -> Tensor:
         """sbi's (unnormalised, re-embedding) potential, with ``x`` accepted with or without batch dim.
 
-        For an ensemble or a tempered posterior: :meth:`log_prob` inside the prior's box and
-        ``-inf`` outside it (the potential of the mixture; sbi's potentials are one estimator's).
+        For an ensemble, a tempered or a recalibrated posterior: :meth:`log_prob` inside the prior's
+        box and ``-inf`` outside it (sbi's potentials are one estimator's own).
         """
         x = None if x is None else as_batched_x(x, self.x_shape).to(self._device)
-        if self.num_members == 1 and self.temperature == 1.0:
+        if self.num_members == 1 and self.temperature == 1.0 and self.recalibration is None:
             return super().potential(theta, x, track_gradients=track_gradients)
         theta = torch.as_tensor(theta, dtype=torch.float32, device=self._device).reshape(-1, len(self.resolution))
         inside = ((theta >= self.low) & (theta <= self.high)).all(-1)
