@@ -308,3 +308,26 @@ def test_decoration_maps_are_scaled_to_one_blob_per_vortex():
     np.testing.assert_allclose(again.numpy(), x_o.numpy(), atol=1e-5)  # the offset and gain do not matter
     with pytest.raises(ValueError, match="shows no vortex peak"):
         map_to_observation(-img, sim, pixel_size=0.5)
+
+
+def test_the_recalibration_beside_the_estimator_is_applied(run, tmp_path):
+    """A recalibration.json fitted for this estimator file (same name and SHA-256) changes the posterior
+    infer_image reports, and the result says so; an estimator given as a loaded checkpoint is used as it is."""
+    import shutil
+
+    from glsbi_plugin.checkpoint import RECALIBRATION_FILE, file_sha256
+    from glsbi_plugin.inference import MarginalRecalibration
+
+    est = tmp_path / "estimator.pt"
+    shutil.copy(run.estimator, est)
+    recal = MarginalRecalibration(weights=((0.05, 0.9, 0.05), (0.1, 0.8, 0.1)), info={
+        "estimators": ["estimator.pt"], "estimator_sha256": [file_sha256(est)]})
+    recal.save(tmp_path / RECALIBRATION_FILE)
+    x = run.x_test[2, 0].numpy()
+    plain = infer_image(x, load_estimator(est), pixel_size=0.5, bank=None, resolution=40)
+    applied = infer_image(x, est, pixel_size=0.5, bank=None, resolution=40, out=tmp_path / "o")
+    assert plain.posterior.recalibration is None and applied.posterior.recalibration == recal
+    width = lambda r: r.intervals[0.9][:, 1] - r.intervals[0.9][:, 0]  # noqa: E731
+    assert (width(applied) < width(plain)).all()  # this map sharpens both marginals
+    assert "recalibrated marginals" in applied.summary() and "recalibrated" not in plain.summary()
+    assert json.loads((tmp_path / "o" / "inference.json").read_text())["recalibration"] == recal.to_dict()

@@ -392,7 +392,9 @@ class ImageInference:
 
     def summary(self) -> str:
         """Lines for a terminal: per parameter MAP, mean and intervals; the verdict; the PPC p-values."""
-        lines = [f"posterior of {', '.join(self.names)} for {self.source}:"]
+        recal = getattr(self.posterior, "recalibration", None)
+        how = " (recalibrated marginals: recalibration.json)" if recal is not None else ""
+        lines = [f"posterior of {', '.join(self.names)} for {self.source}{how}:"]
         for k, name in enumerate(self.names):
             iv = "  ".join(f"{int(round(lv * 100))}% [{self.intervals[lv][k, 0]:.4g}, {self.intervals[lv][k, 1]:.4g}]"
                            for lv in LEVELS)
@@ -415,6 +417,8 @@ class ImageInference:
             "mean": self.theta_mean.tolist(),
             "std": self.theta_std.tolist(),
             "intervals": {f"{int(round(lv * 100))}": v.tolist() for lv, v in self.intervals.items()},
+            "recalibration": None if getattr(self.posterior, "recalibration", None) is None
+            else self.posterior.recalibration.to_dict(),
             "mapping": self.mapping.to_dict(),
             "misspecification": None if self.misspecification is None else self.misspecification.to_dict(),
             "ppc": None if self.ppc is None else self.ppc.to_dict(),
