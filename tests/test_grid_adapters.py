@@ -161,7 +161,9 @@ def test_grid_state_and_log_prob_agree(family, data) -> None:
     _, x = data
     posterior = GridPosterior(estimator, PRIOR, resolution=(9, 7), x_o=x[2])
     state = posterior._state(None)
-    assert isinstance(state, _GridState) and state._fields == ("x", "emb", "log_mass", "log_norm", "log_norm_pool")
+    assert isinstance(state, _GridState)
+    assert state._fields == ("x", "emb", "log_mass", "log_norm", "log_norm_pool", "log_factors")
+    assert state.log_factors is None  # not recalibrated
     assert torch.equal(state.x, x[2:3]) and len(state.emb) == 1 and state.emb[0].shape == (1, 4)
     assert state.log_mass.shape == (63,) and state.log_norm.shape == (1,)
     assert torch.isclose(state.log_mass.logsumexp(0), torch.tensor(0.0), atol=1e-5)
