@@ -244,7 +244,7 @@ def test_help_quotes_the_library_defaults():
                                                                           small.scheme, small.dt)
     assert q["bounds"] == tuple(tuple(b) for b in s.bounds)
     for key in ("num_simulations", "num_heldout", "num_recalibration", "chunk_size", "method", "max_epochs",
-                "theta_true", "seed"):
+                "members", "combine", "theta_true", "seed"):
         assert q[key] == getattr(s, key), key
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from scipy.stats import kstest
 
 from glsbi_plugin.apps.cli import main
@@ -91,3 +92,15 @@ def check_calibration(summary: dict, out) -> None:  # noqa: ANN001 - a Path
     assert report.tarp_ecp[0] == 0 and abs(report.tarp_ecp[-1] - 1) < 1e-6 and (np.diff(report.tarp_ecp) >= 0).all()
     assert -0.5 <= report.tarp_atc <= 0.5 and 0 <= report.tarp_ks_pvalue <= 1
     assert 0 < summary["timings"]["calibrate_s"] < 60
+
+
+def test_quickstart_settings_refuse_bad_recalibration_and_pooling():
+    from glsbi_plugin.apps.quickstart import QuickstartSettings
+
+    for n in (1, 49, -5, True, 100.0):
+        with pytest.raises(ValueError, match="num_recalibration"):
+            QuickstartSettings(num_recalibration=n)
+    assert QuickstartSettings(num_recalibration=0).num_recalibration == 0
+    with pytest.raises(ValueError, match="combine='mean'"):
+        QuickstartSettings(combine="mean")
+    assert main(["quickstart", "--num-recalibration", "10", "--out", "/nonexistent/x"]) == 2

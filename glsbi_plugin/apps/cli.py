@@ -113,7 +113,7 @@ FORWARD_DEFAULTS = {"size": 64, "h": 0.5, "scheme": "skrock", "schemes": ("skroc
 QUICKSTART_DEFAULTS = {"names": ("eta", "field"), "size": 48, "t_final": 80.0, "steps": 256, "scheme": "skrock",
                        "dt": 0.3125, "bounds": ((0.0, 0.3), (0.03, 0.1)), "num_simulations": 1000, "num_heldout": 300,
                        "num_recalibration": 1000, "chunk_size": 50, "method": "NRE_C", "max_epochs": 100,
-                       "patience": 15, "members": 1, "theta_true": (0.15, 0.07), "seed": 0}
+                       "patience": 15, "members": 1, "combine": "log-mean", "theta_true": (0.15, 0.07), "seed": 0}
 #: The fewest simulations ``glsbi quickstart`` trains on: sbi holds out ``n - int(0.9 n)`` of them
 #: for validation, and NRE-C's contrastive loss needs mini-batches (training and validation) of
 #: at least 3 pairs (``num_atoms`` >= 3): ``n - int(0.9 n) >= 3`` first holds at n = 21.
@@ -479,8 +479,10 @@ def _quickstart_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=_int_at_least(1), default=None,
                    help=f"stop after this many epochs without validation improvement (default {d['patience']})")
     p.add_argument("--members", type=_int_at_least(1), default=None,
-                   help=f"ensemble members trained from seeds seed, seed+1, ... and mixed in the posterior "
+                   help=f"ensemble members trained from seeds seed, seed+1, ... and pooled in the posterior "
                         f"(default {d['members']})")
+    p.add_argument("--combine", choices=("log-mean", "mixture"), default=None,
+                   help=f"how members are pooled: their log densities averaged, or mixed (default {d['combine']})")
     p.add_argument("--theta", type=_finite_float, nargs=2, default=None, metavar=("ETA", "FIELD"),
                    help=f"true (eta, field) of the demonstration observation, inside the prior (default "
                         f"{d['theta_true']})")
@@ -514,7 +516,7 @@ def _quickstart_settings(args: argparse.Namespace):  # noqa: ANN202 - Quickstart
                          "demonstration observation must be one the estimator can have seen")
     given = {k: getattr(args, k) for k in ("size", "t_final", "steps", "num_simulations", "num_heldout",
                                            "num_recalibration", "chunk_size", "method", "max_epochs", "patience",
-                                           "members", "seed")
+                                           "members", "combine", "seed")
              if getattr(args, k) is not None}
     if given.get("num_recalibration") not in (None, 0) and given["num_recalibration"] < 50:
         raise UsageError(f"--num-recalibration {given['num_recalibration']}: use 0 (no recalibration) or at least 50")

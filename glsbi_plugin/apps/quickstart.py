@@ -10,7 +10,7 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
 4. NRE-C with the ResNet+GAP embedding, trained to convergence (early stopping on sbi's 10 %
    validation share) on every training simulation, each epoch shown under a random symmetry of
    the torus (shift, rotation, reflection: exact symmetries of p(x | θ)); optionally an ensemble of
-   ``members`` estimators from different seeds, mixed in the grid posterior.
+   ``members`` estimators from different seeds, pooled in the grid posterior (``combine``).
 5. The estimator's marginals recalibrated on the recalibration bank
    (:func:`~glsbi_plugin.inference.fit_recalibration`: a polynomial map of each marginal CDF, which
    undoes the shift and the excess width that differ from one training seed to the next).
@@ -81,8 +81,11 @@ class QuickstartSettings:
             not improved for ``patience`` epochs).
         patience: Early-stopping patience in epochs.
         members: Estimators trained from seeds ``seed``, ``seed + 1``, ...; more than one: their
-            posteriors are mixed (:class:`~glsbi_plugin.inference.GridPosterior` ensembles) and
+            posteriors are combined (:class:`~glsbi_plugin.inference.GridPosterior` ensembles) and
             ``estimator.pt`` holds member 0, ``estimator_1.pt``, ... the others.
+        combine: How members are combined: ``"log-mean"`` (default: their log densities averaged,
+            which scored higher than the mixture on held-out simulations in every seed measured,
+            ``benchmarks/results/nre_vs_npe.md``) or ``"mixture"``.
         theta_true: (η, B) of the demonstration observation.
         seed: Bank seed (θ and simulation seeds) and torch seed.
         observation: What the images show, an observation of :mod:`glsbi_plugin.physics`. Default
@@ -107,6 +110,7 @@ class QuickstartSettings:
     max_epochs: int = 100
     patience: int = 15
     members: int = 1
+    combine: str = "log-mean"
     theta_true: tuple[float, float] = (0.15, 0.07)
     seed: int = 0
     observation: AnyObservation = dataclasses.field(default_factory=STM)
@@ -115,6 +119,8 @@ class QuickstartSettings:
     )
 
     def __post_init__(self) -> None:
+        if self.combine not in ("mixture", "log-mean"):
+            raise ValueError(f"combine={self.combine!r}: allowed values are ('mixture', 'log-mean')")
         if self.t_final is not None and self.steps is not None:
             raise ValueError(f"give t_final or steps, not both (t_final={self.t_final!r}, steps={self.steps!r})")
         n = self.num_recalibration
@@ -188,7 +194,7 @@ def run_quickstart(
     # one observation at a time is latency-bound: one torch thread (and none competing with XLA's)
     with torch_threads(1):
         recalibration: MarginalRecalibration | None = None
-        raw = GridPosterior(estimators, prior)
+        raw = GridPosterior(estimators, prior, combine=s.combine)
         if recal_bank is not None:
             t0 = time.perf_counter()
             theta_cal, x_cal = recal_bank.to_torch()
