@@ -112,7 +112,7 @@ FORWARD_DEFAULTS = {"size": 64, "h": 0.5, "scheme": "skrock", "schemes": ("skroc
 #: ``QuickstartSettings()``, ``NAMES``), so that building the parser imports no torch; a test checks it.
 QUICKSTART_DEFAULTS = {"names": ("eta", "field"), "size": 48, "t_final": 80.0, "steps": 256, "scheme": "skrock",
                        "dt": 0.3125, "bounds": ((0.0, 0.3), (0.03, 0.1)), "num_simulations": 1000, "num_heldout": 300,
-                       "num_recalibration": 1000, "chunk_size": 50, "method": "NRE_C", "max_epochs": 100,
+                       "num_recalibration": 1000, "chunk_size": 50, "method": "NRE_A", "max_epochs": 100,
                        "patience": 15, "members": 1, "combine": "log-mean", "theta_true": (0.15, 0.07), "seed": 0}
 #: The fewest simulations ``glsbi quickstart`` trains on: sbi holds out ``n - int(0.9 n)`` of them
 #: for validation, and NRE-C's contrastive loss needs mini-batches (training and validation) of
