@@ -20,7 +20,7 @@ exactly the identity for :math:`m = 1` (or equal weights), and approximates any 
 distribution as m grows. :func:`fit_recalibration` fits the weights by maximum likelihood (EM) to
 the PIT values of held-out pairs and chooses each :math:`m_k` by BIC, so a calibrated marginal is
 left alone and a miscalibrated one gets only the flexibility the pairs support. (A single Beta
-CDF, two parameters, was tried first and was too rigid for the main job's η:
+CDF, two parameters, was tried first and was too rigid for NRE_C's η on STM images:
 ``benchmarks/results/recalibration.md`` compares the two.)
 
 The joint posterior on the grid is then the distribution closest to the estimator's (in
