@@ -518,8 +518,6 @@ def _quickstart_settings(args: argparse.Namespace):  # noqa: ANN202 - Quickstart
                                            "num_recalibration", "chunk_size", "method", "max_epochs", "patience",
                                            "members", "combine", "seed")
              if getattr(args, k) is not None}
-    if given.get("num_recalibration") not in (None, 0) and given["num_recalibration"] < 50:
-        raise UsageError(f"--num-recalibration {given['num_recalibration']}: use 0 (no recalibration) or at least 50")
     return QuickstartSettings(**given, bounds=tuple(bounds[n] for n in NAMES), theta_true=theta,
                               observation=_observation(args))
 
