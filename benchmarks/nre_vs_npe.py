@@ -24,8 +24,10 @@ seed that no training used:
   marginals recalibrated (``inference.fit_recalibration``, as the main job does) on ``--num-recal``
   simulations of a third bank (seed ``--recal-seed``), then judged on the same held-out bank.
 * **Evaluation**, every method through a :class:`GridPosterior` (``--resolution``² over the
-  prior's box; NPE truncated to it): training seconds and epochs, inference latency (embed x,
-  evaluate the grid, draw 1000 samples; median over 20 observations), held-out
+  prior's box, ``--ideal-resolution``² for the ideal observation, whose posteriors are several
+  times narrower and would span only a few cells of the coarser grid; NPE truncated to it):
+  training seconds and epochs, inference latency (embed x, evaluate the grid, draw 1000 samples;
+  median over 20 observations), held-out
   :math:`\frac1N\sum_i \log q(\theta_i \mid x_i)`, posterior std / prior width and RMSE of the
   posterior mean per parameter, the exact grid coverage of central marginal intervals at levels
   0.05 … 0.95 and its maximum deviation from the diagonal, SBC KS p per parameter and TARP's ATC
@@ -218,7 +220,8 @@ def markdown(table: list[dict[str, Any]], env: dict[str, Any], args: argparse.Na
         f"bank seed {args.test_seed}; observations "
         f"{', '.join(f'{k} = {v.to_dict()}' for k, v in OBSERVATIONS.items() if k in args.observations)}; "
         f"embedding `{EMBEDDING.to_dict()}`; at most {args.max_epochs} epochs, patience {args.patience}, batch "
-        f"{args.batch_size}, torch threads {args.threads}; GridPosterior {args.resolution}²; "
+        f"{args.batch_size}, torch threads {args.threads}; GridPosterior {args.resolution}² "
+        f"(ideal observation: {args.ideal_resolution}²); "
         f"{args.posterior_samples} draws per observation for SBC/TARP; training seeds {args.seeds} per cell "
         f"(mean ± s.d. over the seeds finished; a single value where only one is).",
         f"Run {env.get('date', '?')} at commit {env.get('git_commit', '?')}"
@@ -302,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=64, help="grid posterior cells per axis")
+    p.add_argument("--ideal-resolution", type=int, default=128,
+                   help="grid cells per axis for the ideal observation (its posteriors are narrower)")
     p.add_argument("--posterior-samples", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core machine)")
     p.add_argument("--bank-dir", default=str(Path.home() / ".cache" / "glsbi" / "observation_models"),
@@ -314,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps, args.budgets, args.num_test, args.num_recal = 24, 32, [60, 120], 40, 50
         args.max_epochs, args.patience, args.resolution, args.posterior_samples = 2, 2, 24, 100
+        args.ideal_resolution = 32
         args.seeds = args.seeds[:2]
         tmp = tempfile.mkdtemp(prefix="nre_vs_npe_quick_")
         args.bank_dir = args.cache = tmp
@@ -333,11 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     tag = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:12]
     done_path = Path(args.cache) / f"cells_{tag}.jsonl"
     settings_of = {name: obs.to_dict() for name, obs in OBSERVATIONS.items()}
+    # the grid of each observation's posteriors; a cell without the key predates --ideal-resolution
+    # and was evaluated at --resolution (then part of the signature for every observation)
+    resolution_of = {name: args.ideal_resolution if name == "ideal" else args.resolution for name in OBSERVATIONS}
     done: dict[tuple, dict[str, Any]] = {}
     for line in done_path.read_text().splitlines() if done_path.exists() else []:
         c = json.loads(line)
         recal_ok = not c["method"].endswith(RECAL) or c.get("recalibration_bank") == recal_settings
-        if c.get("observation_settings") == settings_of.get(c["observation"]) and recal_ok:
+        same_grid = c.get("resolution", args.resolution) == resolution_of.get(c["observation"])
+        if c.get("observation_settings") == settings_of.get(c["observation"]) and recal_ok and same_grid:
             done[c["observation"], c["method"], c["budget"], c["seed"]] = c
     print(f"{len(done)} finished cells in {done_path}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                         torch.save((estimator, epochs, train_s), saved)
                     for row in rows:
                         combine = "log-mean" if "log-mean" in row else "mixture"
-                        posterior = GridPosterior(estimator, prior, resolution=args.resolution, combine=combine)
+                        posterior = GridPosterior(estimator, prior, resolution=resolution_of[obs_name],
+                                                  combine=combine)
                         extra: dict[str, Any] = {}
                         if row.endswith(RECAL):
                             r = fit_recalibration(posterior, *recal)
@@ -383,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                             extra = {"recalibration_bank": recal_settings, "recalibration": r.to_dict()}
                         cell = {"observation": obs_name, "method": row, "budget": budget, "seed": seed,
                                 "train_s": train_s, "epochs": epochs, **evaluate(posterior, *test, args, seed),
-                                "observation_settings": settings_of[obs_name], "date": env["date"],
+                                "observation_settings": settings_of[obs_name],
+                                "resolution": resolution_of[obs_name], "date": env["date"],
                                 "git_commit": env.get("git_commit"), **extra}
                         done[obs_name, row, budget, seed] = cell
                         with done_path.open("a") as f:
