@@ -662,15 +662,23 @@ class GridPosterior(NeuralPosterior):
         """
         single = isinstance(theta, Tensor) and theta.ndim == 1
         theta = check_theta(theta, self.low.cpu(), self.high.cpu()).to(self._device)
+        result = self._cdf_from_mass(self._state(x).log_mass, theta)
+        return result[0] if single else result
+
+    def _cdf_from_mass(self, log_mass: Tensor, theta: Tensor) -> Tensor:
+        """Marginal CDFs ``(n, d)`` (float64) at checked θ ``(n, d)`` of the grid with log cell masses ``(G,)``."""
+        mass_grid = log_mass.exp().reshape(self.resolution)
         cells = self._cells_of(theta)
         frac = ((theta - self.low) / self.cell_width - cells).double().clamp(0.0, 1.0)
+        d = len(self.resolution)
         out = []
-        for k, (_, dens) in enumerate(self.marginals(x)):
-            mass = dens.double() / dens.double().sum()
+        for k in range(d):
+            others = tuple(j for j in range(d) if j != k)
+            marginal = (mass_grid.sum(dim=others) if others else mass_grid).double()
+            mass = marginal / marginal.sum()
             below = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
             out.append((below[cells[:, k]] + frac[:, k] * mass[cells[:, k]]).clamp(0.0, 1.0))
-        result = torch.stack(out, -1)
-        return result[0] if single else result
+        return torch.stack(out, -1)
 
     def credible_interval(self, level: float = 0.9, x: Tensor | None = None) -> Tensor:
         """Equal-tailed marginal credible intervals (exact for the piecewise-constant density).
