@@ -614,14 +614,15 @@ class GridPosterior(NeuralPosterior):
         Returns:
             Per parameter ``(axis, density)``: cell centres ``(n_k,)`` and the marginal density there.
         """
-        mass = self._state(x).log_mass.exp().reshape(self.resolution)
+        masses = self._marginal_masses(self._state(x).log_mass)
+        return [(self.axes[k], m / self.cell_width[k]) for k, m in enumerate(masses)]
+
+    def _marginal_masses(self, log_mass: Tensor) -> list[Tensor]:
+        """Per axis, the marginal cell masses ``(n_k,)`` of the grid with log cell masses ``(G,)``."""
+        mass = log_mass.exp().reshape(self.resolution)
         d = len(self.resolution)
-        out = []
-        for k in range(d):
-            others = tuple(j for j in range(d) if j != k)
-            marginal = mass.sum(dim=others) if others else mass  # sum(dim=()) would reduce everything
-            out.append((self.axes[k], marginal / self.cell_width[k]))
-        return out
+        others = [tuple(j for j in range(d) if j != k) for k in range(d)]
+        return [mass.sum(dim=o) if o else mass for o in others]  # sum(dim=()) would reduce everything
 
     def marginal_moments(self, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Marginal posterior means and standard deviations of the piecewise-constant grid density,
@@ -667,15 +668,11 @@ class GridPosterior(NeuralPosterior):
 
     def _cdf_from_mass(self, log_mass: Tensor, theta: Tensor) -> Tensor:
         """Marginal CDFs ``(n, d)`` (float64) at checked θ ``(n, d)`` of the grid with log cell masses ``(G,)``."""
-        mass_grid = log_mass.exp().reshape(self.resolution)
         cells = self._cells_of(theta)
         frac = ((theta - self.low) / self.cell_width - cells).double().clamp(0.0, 1.0)
-        d = len(self.resolution)
         out = []
-        for k in range(d):
-            others = tuple(j for j in range(d) if j != k)
-            marginal = (mass_grid.sum(dim=others) if others else mass_grid).double()
-            mass = marginal / marginal.sum()
+        for k, marginal in enumerate(self._marginal_masses(log_mass)):
+            mass = marginal.double() / marginal.double().sum()
             below = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
             out.append((below[cells[:, k]] + frac[:, k] * mass[cells[:, k]]).clamp(0.0, 1.0))
         return torch.stack(out, -1)

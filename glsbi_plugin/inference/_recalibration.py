@@ -18,10 +18,10 @@ the CDF of a mixture of Beta(j, m − j + 1) densities with weights :math:`w_{kj
 (:math:`I` is the regularised incomplete Beta function). It is monotone for any weights, smooth,
 exactly the identity for :math:`m = 1` (or equal weights), and approximates any continuous PIT
 distribution as m grows. :func:`fit_recalibration` fits the weights by maximum likelihood (EM,
-then SLSQP) to the PIT values of held-out pairs and chooses each :math:`m_k` by BIC, so a calibrated marginal is
-left alone and a miscalibrated one gets only the flexibility the pairs support. (A single Beta
-CDF, two parameters, was tried first and was too rigid for NRE_C's η on STM images:
-``benchmarks/results/recalibration.md`` compares the two.)
+then SLSQP) to the PIT values of held-out pairs and chooses each :math:`m_k` by BIC, so a
+calibrated marginal is left alone and a miscalibrated one gets only the flexibility the pairs
+support. (A single Beta CDF, two parameters, was tried first and was too rigid for NRE_C's η on
+STM images: ``benchmarks/results/recalibration.md`` compares the two.)
 
 The joint posterior on the grid is then the distribution closest to the estimator's (in
 Kullback–Leibler divergence) whose marginals are the recalibrated ones: the cell masses
@@ -362,7 +362,7 @@ def _bernstein_bic(u: np.ndarray, max_degree: int) -> tuple[np.ndarray, float]:
     u = np.clip(u, 0.0, 1.0)
     best: tuple[float, np.ndarray] | None = None
     for m in range(1, max_degree + 1):
-        w, log_l = _bernstein_em(u, m)
+        w, log_l = _bernstein_mle(u, m)
         bic = -2.0 * log_l + (m - 1) * math.log(len(u))
         if best is None or bic < best[0]:
             best = (bic, w)
@@ -370,7 +370,7 @@ def _bernstein_bic(u: np.ndarray, max_degree: int) -> tuple[np.ndarray, float]:
     return best[1], best[0]
 
 
-def _bernstein_em(u: np.ndarray, m: int, *, em_steps: int = 100, max_iter: int = 5000) -> tuple[np.ndarray, float]:
+def _bernstein_mle(u: np.ndarray, m: int, *, em_steps: int = 100, max_iter: int = 5000) -> tuple[np.ndarray, float]:
     r"""Maximum-likelihood weights of the fixed components Beta(j, m − j + 1), j = 1 … m; returns (weights, log L).
 
     :math:`\log L(w) = \sum_i \log \sum_j w_j b_j(u_i)` is concave on the simplex. ``em_steps``
