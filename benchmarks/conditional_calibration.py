@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from _fields import fields_bank  # benchmarks/_fields.py (the script's folder is on sys.path)
 from _machine import machine
+from recalibration import pit_summary  # benchmarks/recalibration.py: KS p, PIT mean, variance × 12
 from scipy import stats
 
 from glsbi_plugin import make_simulator
@@ -75,19 +76,9 @@ def subset_table(u: np.ndarray, key: np.ndarray, parts: int = 3) -> dict[str, An
     for b in range(parts):
         ub = u[which == b]
         rows.append({
-            "n": int(len(ub)),
-            "pit_mean": [round(float(c.mean()), 3) for c in ub.T],
-            "pit_var_x12": [round(float(12 * c.var()), 3) for c in ub.T],
-            "ks_p": [float(f"{stats.kstest(c, 'uniform').pvalue:.3g}") for c in ub.T],
-        })
+            "n": int(len(ub)), **pit_summary(ub)})
         chi2 += (ub.mean(0) - u.mean(0)) ** 2 / (1 / 12 / len(ub))
     return {"bins": rows, "equal_means_p": [float(f"{stats.chi2.sf(c, parts - 1):.3g}") for c in chi2]}
-
-
-def overall(u: np.ndarray) -> dict[str, Any]:
-    return {"pit_mean": [round(float(c.mean()), 3) for c in u.T],
-            "pit_var_x12": [round(float(12 * c.var()), 3) for c in u.T],
-            "ks_p": [float(f"{stats.kstest(c, 'uniform').pvalue:.3g}") for c in u.T]}
 
 
 def judge(est: Any, prior: Any, recal: tuple, pairs: tuple, resolution: int, parts: int = 3) -> dict[str, Any]:
@@ -118,7 +109,7 @@ def judge(est: Any, prior: Any, recal: tuple, pairs: tuple, resolution: int, par
                            "binned_edges_eta": edges.round(5).tolist()}
     for name in u:
         uu = np.asarray(u[name])
-        out[name] = {"all": overall(uu), "slope": slopes(theta.numpy(), np.asarray(means[name])),
+        out[name] = {"all": pit_summary(uu), "slope": slopes(theta.numpy(), np.asarray(means[name])),
                      **{f"by_mean_{p}": subset_table(uu, mean_raw[:, k], parts) for k, p in enumerate(NAMES)}}
     return out
 

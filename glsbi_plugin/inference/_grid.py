@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 import torch
@@ -498,6 +498,14 @@ class GridPosterior(NeuralPosterior):
             log_mass = mean - pool
         return log_mass, torch.stack(norms), pool
 
+    def _row_masses(self, x: Tensor, rows_per_pass: int = 256) -> Iterator[Tensor]:
+        """Log cell masses ``(G,)`` of each observation of a batch ``(B, *x_shape)``, in order; the
+        batch is embedded ``rows_per_pass`` observations at a time (one pass each, bounded memory)."""
+        for start in range(0, x.shape[0], rows_per_pass):
+            embs = self._embed(x[start : start + rows_per_pass])
+            for j in range(embs[0].shape[0]):
+                yield self._cell_masses([e[j : j + 1] for e in embs])
+
     def _cell_masses(self, embs: Sequence[Tensor]) -> Tensor:
         """Log cell masses ``(G,)`` of one embedded observation, recalibrated if the posterior is."""
         log_mass = self._grid_mixture(embs)[0]
@@ -753,8 +761,7 @@ class GridPosterior(NeuralPosterior):
         _accept_only(kwargs, None, "sample_batched")
         x = as_batched_x(x, self.x_shape).to(self._device)
         shape = torch.Size(sample_shape)
-        embs = self._embed(x)
-        log_mass = torch.stack([self._cell_masses([e[i : i + 1] for e in embs]) for i in range(x.shape[0])])
+        log_mass = torch.stack(list(self._row_masses(x)))
         idx = _draw(log_mass, shape.numel())  # (B, N)
         theta = self._cells_to_theta(idx.reshape(-1)).reshape(x.shape[0], shape.numel(), -1)
         return theta.transpose(0, 1).reshape(*shape, x.shape[0], -1)

@@ -71,8 +71,6 @@ MAX_FIT_DEGREE = 16
 #: Iterative proportional fitting stops when every marginal is within this of its target mass.
 _IPF_TOL = 1e-10
 _IPF_MAX_ITER = 1000
-#: observations embedded per pass in :func:`grid_pit`
-_EMBED_ROWS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,12 +300,8 @@ def grid_pit(posterior: GridPosterior, theta: Tensor, x: Tensor) -> np.ndarray:
     x = as_batched_x(x, posterior.x_shape).to(posterior._device)
     theta = theta.to(posterior._device)
     out = np.empty(tuple(theta.shape), dtype=np.float64)
-    for start in range(0, theta.shape[0], _EMBED_ROWS):  # batched embedding passes, bounded memory
-        rows = slice(start, start + _EMBED_ROWS)
-        embs = posterior._embed(x[rows])
-        for j, i in enumerate(range(*rows.indices(theta.shape[0]))):
-            log_mass = posterior._cell_masses([e[j : j + 1] for e in embs])
-            out[i] = posterior._cdf_from_mass(log_mass, theta[i : i + 1])[0].cpu().numpy()
+    for i, log_mass in enumerate(posterior._row_masses(x)):  # batched embedding, as sample_batched
+        out[i] = posterior._cdf_from_mass(log_mass, theta[i : i + 1])[0].cpu().numpy()
     return out
 
 
