@@ -47,9 +47,9 @@ import torch
 from _fields import fields_bank  # benchmarks/_fields.py (the script's folder is on sys.path)
 from _machine import machine
 from recalibration import pit_summary  # benchmarks/recalibration.py: KS p, PIT mean, variance × 12
-from scipy import stats
 
 from glsbi_plugin import make_simulator
+from glsbi_plugin.diagnostics import binned_pit_means
 from glsbi_plugin.inference import GridPosterior, fit_recalibration
 from glsbi_plugin.physics import STM, presets
 
@@ -69,16 +69,11 @@ def estimator_path(cache: Path, method: str, budget: int, seed: int) -> Path:
 
 def subset_table(u: np.ndarray, key: np.ndarray, parts: int = 3) -> dict[str, Any]:
     """PIT mean, variance × 12 and KS p per parameter in each of ``parts`` quantile bins of ``key``,
-    and the χ² p-value of equal PIT means across the bins (per parameter)."""
-    edges = np.quantile(key, np.linspace(0, 1, parts + 1))
-    which = np.clip(np.searchsorted(edges, key, side="right") - 1, 0, parts - 1)
-    rows, chi2 = [], np.zeros(u.shape[1])
-    for b in range(parts):
-        ub = u[which == b]
-        rows.append({
-            "n": int(len(ub)), **pit_summary(ub)})
-        chi2 += (ub.mean(0) - u.mean(0)) ** 2 / (1 / 12 / len(ub))
-    return {"bins": rows, "equal_means_p": [float(f"{stats.chi2.sf(c, parts - 1):.3g}") for c in chi2]}
+    and the χ² p-value of equal PIT means across the bins (per parameter; the library's
+    ``diagnostics.binned_pit_means``, which ``CalibrationReport.conditional_verdicts`` uses)."""
+    b = binned_pit_means(u, key, parts)
+    return {"bins": [{"n": int(b["counts"][i]), **pit_summary(u[b["bin"] == i])} for i in range(parts)],
+            "equal_means_p": [float(f"{p:.3g}") for p in b["pvalues"]]}
 
 
 def judge(est: Any, prior: Any, recal: tuple, pairs: tuple, resolution: int, parts: int = 3) -> dict[str, Any]:

@@ -15,6 +15,12 @@ thresholds were set with margin from the spread over 8 seeds (exact posterior: l
 deviation 3.9 σ over 19 levels x 2 parameters, KS p >= 0.0014, |TARP ATC| <= 0.016; 3x too
 narrow: coverage at 90 % <= 0.50, KS p <= 3e-14, ATC <= -0.083 (Gaussian), <= -0.036 (box); 3x
 too wide: coverage at 50 % >= 0.74, KS p <= 5e-7, ATC >= 0.10 (Gaussian), 0.01-0.04 (box)).
+
+Two more Gaussian posteriors are calibrated on average but not given x: N(g x, v) with the gain
+g = 0.4 (too little, pulled toward the middle) or 1.0 (too much) instead of 0.8, and
+v = Var(θ - g x) = (1 - g)² τ² + g² σ², so that θ - g x ~ N(0, v) over the joint draws and the
+ranks are exactly uniform on average. Over 8 seeds: the tercile test of the exact posteriors gave
+χ² p >= 0.020, the gain-off ones p <= 1.5e-6 for their own parameter, with SBC KS p >= 0.009.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from torch import Tensor, nn
 
 from glsbi_plugin.diagnostics import (
     CalibrationReport,
+    binned_pit_means,
     binomial_band,
     calibration_report,
     central_coverage,
@@ -52,12 +59,14 @@ N_TEST, N_DRAWS = 300, 500
 # -- toy 1: conjugate Gaussian through sbi's DirectPosterior -------------------------------------
 class GaussianPosteriorEstimator(ConditionalDensityEstimator):
     """The exact posterior N(k x, s² I) of the conjugate toy, k = τ²/(τ²+σ²), s² = τ²σ²/(τ²+σ²);
-    ``scale`` multiplies s."""
+    ``scale`` multiplies s. With ``gain`` g in place of k: N(g x, v I), v = (1-g)² τ² + g² σ², the
+    posterior that is calibrated on average (θ - g x ~ N(0, v)) but not for each x."""
 
-    def __init__(self, dim: int, scale: float = 1.0) -> None:
+    def __init__(self, dim: int, scale: float = 1.0, gain: float | None = None) -> None:
         super().__init__(nn.Identity(), torch.Size((dim,)), torch.Size((dim,)))
-        self.k = TAU**2 / (TAU**2 + SIGMA**2)
-        self.register_buffer("s", torch.tensor(scale * TAU * SIGMA / math.sqrt(TAU**2 + SIGMA**2)))
+        self.k = TAU**2 / (TAU**2 + SIGMA**2) if gain is None else gain
+        s = TAU * SIGMA / math.sqrt(TAU**2 + SIGMA**2) if gain is None else math.hypot((1 - gain) * TAU, gain * SIGMA)
+        self.register_buffer("s", torch.tensor(scale * s))
 
     def _dist(self, condition: Tensor) -> torch.distributions.Normal:
         return torch.distributions.Normal(self.k * condition, self.s)
@@ -72,11 +81,11 @@ class GaussianPosteriorEstimator(ConditionalDensityEstimator):
         return self._dist(condition).sample(torch.Size(sample_shape))
 
 
-def gaussian_posterior(scale: float) -> DirectPosterior:
+def gaussian_posterior(scale: float, gain: float | None = None) -> DirectPosterior:
     prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), TAU * torch.ones(2)), 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no parameters, falling back to cpu"
-        return DirectPosterior(GaussianPosteriorEstimator(2, scale), prior)
+        return DirectPosterior(GaussianPosteriorEstimator(2, scale, gain), prior)
 
 
 def gaussian_data(n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -207,6 +216,65 @@ def test_underconfident_posterior_is_flagged(kind: str) -> None:
         assert r.tarp_atc > 0.06, f"TARP ATC {r.tarp_atc:+.3f}"
 
 
+# -- calibrated on average, not given x ---------------------------------------------------------
+@pytest.mark.parametrize("which", ["exact_direct", "exact_grid"])
+def test_exact_posterior_is_calibrated_within_terciles(which: str, request: pytest.FixtureRequest) -> None:
+    report: CalibrationReport = request.getfixturevalue(which)
+    table = report.conditional_calibration()
+    assert [t["by"] for t in table] == ["a", "b"] and all(t["counts"] == [100, 100, 100] for t in table)
+    p = np.array([t["pvalues"] for t in table])
+    assert (p > 1e-3).all(), f"exact posterior rejected within terciles: χ² p = {p}"
+    means = np.array([t["pit_means"] for t in table])
+    assert np.abs(means - 0.5).max() < 4 * math.sqrt(1 / (12 * 100)), means
+    assert all("calibrated within them too" in line for line in report.conditional_verdicts(alpha=1e-3))
+
+
+@pytest.mark.parametrize(("gain", "reading"), [(0.4, "pulled toward the middle"), (1.0, "pushed outward")])
+def test_calibrated_on_average_only_is_flagged(gain: float, reading: str) -> None:
+    theta, x = gaussian_data(N_TEST, seed=0)
+    r = calibration_report(gaussian_posterior(1.0, gain), theta, x, num_posterior_samples=N_DRAWS, seed=0, c2st=False)
+    assert (r.ks_pvalues > 1e-3).all(), f"on average this posterior is calibrated by construction: {r.ks_pvalues}"
+    table = r.conditional_calibration()
+    for k in range(2):
+        means = np.array(table[k]["pit_means"])[:, k]
+        assert table[k]["pvalues"][k] < 1e-4, table[k]
+        # the truth lies below the posterior where it is lowest (g too small): rising PIT means
+        assert (np.diff(means) > 0).all() if gain < 0.8 else (np.diff(means) < 0).all(), means
+        assert abs(means[-1] - means[0]) > 0.2, means
+    lines = r.conditional_verdicts()
+    assert len(lines) == 2 and all("calibrated on average only" in s and reading in s for s in lines), lines
+    assert all("calibrated (SBC" in s for s in r.verdicts())
+
+
+def test_binned_pit_means_contract() -> None:
+    rng = np.random.default_rng(1)
+    u, key = rng.uniform(size=(301, 2)), rng.normal(size=301)
+    out = binned_pit_means(u, key, parts=3)
+    assert out["counts"].tolist() == [100, 100, 101] and out["means"].shape == (3, 2)
+    np.testing.assert_allclose(out["edges"], np.quantile(key, [0, 1 / 3, 2 / 3, 1]))
+    low = key <= np.sort(key)[99]
+    np.testing.assert_allclose(out["means"][0], u[low].mean(axis=0))
+    # a shift of the PIT values in the top bin only: detected there, along that parameter
+    shifted = u.copy()
+    shifted[key > np.sort(key)[199], 0] *= 0.5
+    p = binned_pit_means(shifted, key)["pvalues"]
+    assert p[0] < 1e-6 and p[1] == pytest.approx(out["pvalues"][1])
+    constant = binned_pit_means(u, np.zeros(301))  # ties: equal-count bins in the given order
+    assert constant["counts"].tolist() == [100, 100, 101]
+    for bad, match in (((u[:10], key), "u must be"), ((u, key, 1), "parts"), ((u, key, 200), "parts"),
+                       ((u, np.full(301, np.nan)), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            binned_pit_means(*bad)
+
+
+def test_report_without_posterior_means_has_no_conditional_check(exact_grid: CalibrationReport) -> None:
+    data = exact_grid.to_dict()
+    del data["sbc"]["posterior_means"]  # a report written before the means were recorded
+    old = CalibrationReport.from_dict(data)
+    assert old.posterior_means is None and old.conditional_calibration() is None
+    assert old.conditional_verdicts() == [] and old.summary()["conditional_verdicts"] == []
+
+
 # -- sbi posteriors without batched sampling, on images ------------------------------------------
 def test_rejection_posterior_on_images() -> None:
     estimator = exact_ratio(1.0)
@@ -263,10 +331,12 @@ def test_json_round_trip_and_figures(exact_grid: CalibrationReport, tmp_path) ->
     data = json.loads(path.read_text())
     back = CalibrationReport.from_dict(data)
     for field in ("ranks", "ks_pvalues", "levels", "coverage", "hpd_ranks", "hpd_coverage", "grid_coverage",
-                  "tarp_alpha", "tarp_ecp"):
+                  "tarp_alpha", "tarp_ecp", "posterior_means"):
         np.testing.assert_array_equal(getattr(back, field), getattr(exact_grid, field))
     assert back.tarp_atc == exact_grid.tarp_atc and back.names == ("a", "b")
     assert data["summary"]["coverage_90"]["central"] == exact_grid.coverage_at(0.9)["central"]
+    assert back.conditional_calibration() == exact_grid.conditional_calibration()
+    assert data["summary"]["conditional_verdicts"] == exact_grid.conditional_verdicts()
     with pytest.raises(ValueError):
         exact_grid.ranks[0, 0] = 1  # frozen: read-only arrays
     written = exact_grid.plot(tmp_path / "figures")

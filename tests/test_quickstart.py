@@ -38,6 +38,7 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert summary["heldout"] == {"seed": 1, "chunks_simulated_now": 1, "simulations": 10}
     assert len(summary["calibration_verdicts"]) == 2 and "verdict: eta: " in text
     assert len(summary["calibration_verdicts_unrecalibrated"]) == 2 and "without recalibration: eta: " in text
+    assert len(summary["calibration"]["summary"]["conditional_verdicts"]) == 2 and "given x: eta: PIT means" in text
     # the recalibration: fitted on a third bank, written beside the estimator, recorded in the summary
     assert summary["recalibration_bank"] == {"seed": 2, "chunks_simulated_now": 5, "simulations": 50}
     recal = MarginalRecalibration.load(out / "recalibration.json")

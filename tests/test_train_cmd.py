@@ -78,6 +78,7 @@ def test_calibrate_recalibrates_on_another_bank(run, tmp_path, capsys) -> None: 
     direct = fit_recalibration(GridPosterior(ckpt.estimator, ckpt.prior, resolution=32), theta, x)
     assert recal.weights == direct.weights  # the same pairs, the same grid: the same fit
     assert "Without the recalibration" in (out / "report.md").read_text()
+    assert "given x: eta: PIT means" in text and "## Calibration given x" in (out / "report.md").read_text()
     again = tmp_path / "again"
     assert main(["calibrate", str(run / "heldout.zarr"), str(est), "--recalibration", str(out / "recalibration.json"),
                  "--out", str(again), "--num-posterior-samples", "100", "--resolution", "32", "--no-progress"]) == 0

@@ -563,6 +563,8 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             print(f"  verdict: {line}")
         for line in summary.get("calibration_verdicts_unrecalibrated") or []:
             print(f"  without recalibration: {line}")
+        for line in cal.get("conditional_verdicts") or []:
+            print(f"  given x: {line}")
     print(f"wrote {args.out / 'posterior.png'} (also {args.out / 'inference_result.png'}), "
           f"{args.out / 'summary.json'} and {args.out / 'estimator.pt'}")
     return 0

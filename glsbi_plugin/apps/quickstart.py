@@ -20,7 +20,9 @@ r"""The main job (``make run``, ``glsbi quickstart``): simulate → train → in
 7. A calibration report on the held-out bank (:mod:`glsbi_plugin.diagnostics`): SBC ranks with a
    plain verdict per parameter, expected coverage of central and HPD credible regions, exact
    grid-interval coverage and TARP; for the recalibrated posterior, and the verdicts of the
-   estimator's own posterior beside them.
+   estimator's own posterior beside them; and whether the posterior is calibrated also within the
+   terciles of its own posterior mean (``CalibrationReport.conditional_verdicts``), which the
+   averaged checks do not imply.
 8. Figures (observation, posterior, marginals; ``sbc_ranks.png``, ``coverage.png``, ``tarp.png``)
    and a JSON summary (with the calibration report) in the output directory, the trained
    estimator (``estimator.pt``, for ``glsbi demo --posterior`` and ``glsbi infer``) and its
@@ -243,6 +245,8 @@ def run_quickstart(
             coverage = np.asarray(report.coverage_at(0.9)["grid"])  # exact: GridPosterior.credible_interval(0.9)
             for line in report.verdicts():
                 logger.info("calibration: %s", line)
+            for line in report.conditional_verdicts():
+                logger.info("calibration given x: %s", line)
 
     summary = {
         "settings": {

@@ -12,12 +12,16 @@ Typical use, on a bank's test split (θ_i drawn from the prior, x_i simulated at
 A calibrated posterior has uniform SBC ranks, coverage on the diagonal (within the binomial band
 of :math:`N` test pairs) and TARP's ATC ≈ 0. Coverage below the diagonal, ranks piled at both
 ends and a negative ATC mean over-confidence (too narrow); the opposite, under-confidence.
+These all average over the observations; ``report.conditional_verdicts()`` asks whether the
+posterior is also calibrated within the terciles of its own posterior mean (see
+:func:`binned_pit_means`), which a pass of the averaged checks does not imply.
 """
 
 from __future__ import annotations
 
 from ._coverage import (
     DEFAULT_LEVELS,
+    binned_pit_means,
     binomial_band,
     central_coverage,
     grid_interval_hits,
@@ -46,6 +50,7 @@ __all__ = [
     "image_statistics",
     "misspecification_check",
     "posterior_predictive_check",
+    "binned_pit_means",
     "binomial_band",
     "calibration_report",
     "central_coverage",

@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import binom, chi2
 from torch import Tensor
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "binned_pit_means",
     "binomial_band",
     "central_coverage",
     "grid_interval_hits",
@@ -172,6 +173,68 @@ def rank_histogram_band(num_test: int, num_bins: int, confidence: float = 0.99) 
     """
     tail = (1.0 - confidence) / 2
     return float(binom.ppf(tail, num_test, 1 / num_bins)), float(binom.ppf(1 - tail, num_test, 1 / num_bins))
+
+
+def binned_pit_means(u: np.ndarray, key: np.ndarray, parts: int = 3) -> dict[str, np.ndarray]:
+    r"""PIT means within quantile bins of a statistic of :math:`x`: a test of calibration given :math:`x`.
+
+    SBC, coverage and TARP average over all observations, and errors of opposite sign in two
+    subsets of :math:`x` cancel in them. A posterior calibrated for every :math:`x` has PIT values
+    :math:`u_{ik} = F_k(\theta_{ik} \mid x_i)` uniform within any subset defined by :math:`x` alone
+    (the key, e.g. the posterior mean, may also depend on posterior draws, which are independent
+    of :math:`\theta_i` given :math:`x_i`). Under that null, the mean of the :math:`n_b` values of bin
+    :math:`b` has mean :math:`\tfrac12` and variance :math:`1/(12 n_b)`, so with the overall mean
+    :math:`\bar u`
+
+    .. math::
+
+        X^2_k = \sum_b 12\, n_b\, (\bar u_{bk} - \bar u_k)^2 \sim \chi^2_{B - 1},
+
+    sensitive to PIT means that differ between the bins: the posterior's location errors in one
+    part of the data that a single recalibration map cannot remove.
+
+    Args:
+        u: PIT values, ``(N, d)``, in ``[0, 1]``.
+        key: The statistic of :math:`x` the bins are quantiles of, ``(N,)``.
+        parts: Number of bins :math:`B` (3: terciles), at least 2 and at most ``N // 2``.
+
+    Returns:
+        ``{"bin": (N,), "edges": (B + 1,), "counts": (B,), "means": (B, d), "pvalues": (d,)}``: each
+        pair's bin, the bin edges of ``key``, the pairs per bin, the PIT means per bin and parameter
+        and the :math:`\chi^2` p-value of each parameter.
+
+    Raises:
+        ValueError: Mismatched shapes, a key that is not finite, or a bad ``parts``.
+
+    The bins hold equal numbers of pairs (:math:`\lfloor N/B \rfloor` or one more), cut at the
+    ranks of ``key`` where its quantiles ``edges`` fall (ties are split in their given order).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> out = binned_pit_means(rng.uniform(size=(300, 2)), rng.normal(size=300))
+        >>> out["counts"].tolist(), bool(out["pvalues"].min() > 1e-3)
+        ([100, 100, 100], True)
+    """
+    u = np.asarray(u, dtype=np.float64)
+    key = np.asarray(key, dtype=np.float64).reshape(-1)
+    if u.ndim != 2 or u.shape[0] != key.shape[0]:
+        raise ValueError(f"u must be (N, d) and key (N,), got {u.shape} and {key.shape}")
+    if isinstance(parts, bool) or not isinstance(parts, int) or not 2 <= parts <= u.shape[0] // 2:
+        raise ValueError(f"parts={parts!r}: must be an integer in [2, N // 2 = {u.shape[0] // 2}]")
+    if not np.isfinite(key).all():
+        raise ValueError("key contains NaN or inf")
+    # bins by the rank r of the key (ties in their given order, which is independent of θ): bin b
+    # starts at r = ceil((N - 1) b / B), where np.quantile's linear interpolation puts edge b
+    n = len(key)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(key, kind="stable")] = np.arange(n)
+    starts = -(-(n - 1) * np.arange(1, parts) // parts)
+    which = (rank[:, None] >= starts[None, :]).sum(axis=1)
+    edges = np.quantile(key, np.linspace(0, 1, parts + 1))
+    counts = np.bincount(which, minlength=parts)
+    means = np.stack([u[which == b].mean(axis=0) for b in range(parts)])
+    x2 = (12 * counts[:, None] * (means - u.mean(axis=0)) ** 2).sum(axis=0)
+    return {"bin": which, "edges": edges, "counts": counts, "means": means, "pvalues": chi2.sf(x2, parts - 1)}
 
 
 def as_levels(levels: Sequence[float] | None) -> np.ndarray:

@@ -38,6 +38,7 @@ from .._validation import as_tensor_2d
 from ..inference import GridPosterior
 from ._coverage import (
     as_levels,
+    binned_pit_means,
     binomial_band,
     central_coverage,
     grid_interval_hits,
@@ -92,6 +93,9 @@ class CalibrationReport:
             (sbi's ``check_tarp``): :math:`< 0` over-confident, :math:`> 0` under-confident.
         tarp_ks_pvalue: sbi's KS p-value between the ECP and :math:`\alpha` values.
         seconds: Wall time of the report.
+        posterior_means: Mean of the :math:`L` draws per observation, ``(N, d)``: the statistic of
+            :math:`x` that :meth:`conditional_calibration` bins by; ``None`` in reports written
+            before it was recorded.
     """
 
     names: tuple[str, ...]
@@ -112,6 +116,7 @@ class CalibrationReport:
     tarp_atc: float
     tarp_ks_pvalue: float
     seconds: float
+    posterior_means: np.ndarray | None = None
 
     @property
     def num_test(self) -> int:
@@ -201,6 +206,79 @@ class CalibrationReport:
             out.append(f"{head}FAILS SBC (KS p = {p:.2g} < {alpha:g} on {n} held-out simulations): {'; '.join(how)}")
         return out
 
+    def conditional_calibration(self, parts: int = 3) -> list[dict[str, Any]] | None:
+        r"""PIT means within quantile bins of each parameter's posterior mean (see
+        :func:`~glsbi_plugin.diagnostics.binned_pit_means`).
+
+        The SBC verdicts average over all held-out observations; this asks whether the posterior is
+        also calibrated within subsets of them: the pairs whose posterior places :math:`\theta_j`
+        low, in the middle or high (``parts = 3``). A posterior calibrated for every :math:`x` has
+        PIT means of 1/2 in every bin (each known to :math:`\pm\sqrt{B/(12 N)}`); a marginal
+        recalibration cannot remove differences between the bins, since it applies one map to
+        every :math:`x`.
+
+        Args:
+            parts: Number of quantile bins :math:`B`.
+
+        Returns:
+            One entry per conditioning parameter :math:`j`: ``{"by": name_j, "edges": [B + 1],
+            "counts": [B], "pit_means": [B][d], "pvalues": [d]}``; ``None`` for a report without
+            :attr:`posterior_means` or with fewer than two pairs per bin.
+        """
+        if self.posterior_means is None or self.num_test < 2 * parts:
+            return None
+        u = pit_values(self.ranks, self.num_posterior_samples)
+        out = []
+        for j, name in enumerate(self.names):
+            b = binned_pit_means(u, self.posterior_means[:, j], parts)
+            out.append({"by": name, "edges": b["edges"].tolist(), "counts": b["counts"].tolist(),
+                        "pit_means": b["means"].tolist(), "pvalues": b["pvalues"].tolist()})
+        return out
+
+    def conditional_verdicts(self, alpha: float = 0.05, parts: int = 3) -> list[str]:
+        r"""One plain line per parameter: calibrated or not within bins of its own posterior mean.
+
+        From :meth:`conditional_calibration`, the :math:`\chi^2` test of parameter :math:`k`'s PIT
+        means across the ``parts`` quantile bins of its posterior mean, at level ``alpha``. A PIT
+        mean below 1/2 in a bin means the truth tends to lie below the posterior's mass there. PIT
+        means rising from the lowest bin to the highest mean the truths lie beyond the posterior
+        toward the prior's edges: the posterior is pulled toward the middle for such observations
+        (and too far out when they fall).
+
+        Args:
+            alpha: Level of the test.
+            parts: Number of bins (3: terciles).
+
+        Returns:
+            ``d`` lines; empty for a report without :attr:`posterior_means`.
+        """
+        table = self.conditional_calibration(parts)
+        if table is None:
+            return []
+        n, out = self.num_test, []
+        se = math.sqrt(parts / (12 * n))
+        which = {2: "halves", 3: "terciles", 4: "quartiles"}.get(parts, f"{parts} quantile bins")
+        for k, name in enumerate(self.names):
+            means = [row[k] for row in table[k]["pit_means"]]
+            p = float(table[k]["pvalues"][k])
+            shown = ", ".join(f"{m:.2f}" for m in means)
+            head = (f"{name}: PIT means {shown} (each ± {se:.3f}) in the {which} of its posterior mean; "
+                    f"χ² p = {p:.2g} on {n} held-out simulations")
+            if p >= alpha:
+                out.append(f"{head}: calibrated within them too")
+                continue
+            step = means[-1] - means[0]
+            if abs(step) > 2 * se:
+                how = ("the posterior is pulled toward the middle: the truth lies beyond it, toward the prior's "
+                       "edge, where it puts " if step > 0 else
+                       "the posterior is pushed outward: the truth lies back toward the middle where it puts ")
+                how += f"{name} lowest or highest"
+            else:
+                worst = int(np.argmax(np.abs(np.asarray(means) - 0.5)))
+                how = f"off in bin {worst + 1} of {parts} (PIT mean {means[worst]:.2f})"
+            out.append(f"{head}: calibrated on average only; {how}")
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers: KS p-values, C2ST, coverage at 50 % and 90 % (if among the levels), TARP."""
         out: dict[str, Any] = {
@@ -211,6 +289,7 @@ class CalibrationReport:
             "tarp_atc": self.tarp_atc,
             "tarp_ks_pvalue": self.tarp_ks_pvalue,
             "max_abs_coverage_error": float(np.abs(self.coverage - self.levels[:, None]).max()),
+            "conditional_verdicts": self.conditional_verdicts(),
         }
         for level in (0.5, 0.9):
             if np.isclose(self.levels, level).any():
@@ -236,6 +315,7 @@ class CalibrationReport:
                 "ks_pvalues": lst(self.ks_pvalues),
                 "c2st_ranks": lst(self.c2st_ranks),
                 "c2st_dap": lst(self.c2st_dap),
+                "posterior_means": lst(self.posterior_means),
             },
             "coverage": {
                 "levels": lst(self.levels),
@@ -279,6 +359,7 @@ class CalibrationReport:
             tarp_atc=float(tarp["atc"]),
             tarp_ks_pvalue=float(tarp["ks_pvalue"]),
             seconds=float(data["seconds"]),
+            posterior_means=arr(sbc.get("posterior_means")),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -545,6 +626,7 @@ def calibration_report(
         tarp_atc=float(atc),
         tarp_ks_pvalue=float(tarp_ks),
         seconds=time.perf_counter() - start,
+        posterior_means=_frozen(samples.mean(dim=0).numpy()),
     )
     logger.info("calibration report of %s on %d pairs: %.2f s", report.posterior, n, report.seconds)
     return report
