@@ -229,7 +229,8 @@ def test_exact_posterior_is_calibrated_within_terciles(which: str, request: pyte
     assert all("calibrated within them too" in line for line in report.conditional_verdicts(alpha=1e-3))
 
 
-@pytest.mark.parametrize(("gain", "reading"), [(0.4, "pulled toward the middle"), (1.0, "pushed outward")])
+@pytest.mark.parametrize(("gain", "reading"),
+                         [(0.4, "pulled toward the middle"), (1.0, "pushed toward the prior's edges")])
 def test_calibrated_on_average_only_is_flagged(gain: float, reading: str) -> None:
     theta, x = gaussian_data(N_TEST, seed=0)
     r = calibration_report(gaussian_posterior(1.0, gain), theta, x, num_posterior_samples=N_DRAWS, seed=0, c2st=False)

@@ -239,11 +239,12 @@ class CalibrationReport:
         r"""One plain line per parameter: calibrated or not within bins of its own posterior mean.
 
         From :meth:`conditional_calibration`, the :math:`\chi^2` test of parameter :math:`k`'s PIT
-        means across the ``parts`` quantile bins of its posterior mean, at level ``alpha``. A PIT
-        mean below 1/2 in a bin means the truth tends to lie below the posterior's mass there. PIT
-        means rising from the lowest bin to the highest mean the truths lie beyond the posterior
-        toward the prior's edges: the posterior is pulled toward the middle for such observations
-        (and too far out when they fall).
+        means across the ``parts`` quantile bins of its posterior mean, at level ``alpha``. A failing
+        line names each bin whose PIT mean is off 1/2 by more than two standard errors: below 1/2,
+        the truth tends to lie below the posterior's mass there. Below 1/2 in the lowest bin and
+        above it in the highest means the truths lie beyond the posterior toward the prior's edges:
+        the posterior is pulled toward the middle for such observations (the reverse: pushed
+        toward the edges).
 
         Args:
             alpha: Level of the test.
@@ -267,15 +268,23 @@ class CalibrationReport:
             if p >= alpha:
                 out.append(f"{head}: calibrated within them too")
                 continue
-            step = means[-1] - means[0]
-            if abs(step) > 2 * se:
-                how = ("the posterior is pulled toward the middle: the truth lies beyond it, toward the prior's "
-                       "edge, where it puts " if step > 0 else
-                       "the posterior is pushed outward: the truth lies back toward the middle where it puts ")
-                how += f"{name} lowest or highest"
-            else:
+            where = {0: "lowest", parts - 1: "highest"} if parts > 2 else {0: "low", 1: "high"}
+            if parts == 3:
+                where[1] = "in the middle"
+            parts_off = []
+            for b, m in enumerate(means):  # the bins whose PIT mean is off 1/2 by more than 2 standard errors
+                if abs(m - 0.5) > 2 * se:
+                    side = "above" if m > 0.5 else "below"
+                    parts_off.append(f"where it puts {name} {where.get(b, f'in bin {b + 1} of {parts}')}, the "
+                                     f"truth tends to lie {side} it (PIT mean {m:.2f})")
+            if not parts_off:
                 worst = int(np.argmax(np.abs(np.asarray(means) - 0.5)))
-                how = f"off in bin {worst + 1} of {parts} (PIT mean {means[worst]:.2f})"
+                parts_off.append(f"the PIT means differ, most in bin {worst + 1} of {parts} ({means[worst]:.2f})")
+            how = "; ".join(parts_off)
+            if means[0] < 0.5 - 2 * se and means[-1] > 0.5 + 2 * se:
+                how += ": the posterior is pulled toward the middle of the prior"
+            elif means[0] > 0.5 + 2 * se and means[-1] < 0.5 - 2 * se:
+                how += ": the posterior is pushed toward the prior's edges"
             out.append(f"{head}: calibrated on average only; {how}")
         return out
 
