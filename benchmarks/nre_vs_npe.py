@@ -37,8 +37,13 @@ Cells are resumable: each finished (observation, method, budget, seed) is append
 file in ``--cache`` keyed by a hash of every setting that changes its result, so a killed run
 continues with the cells not yet done and a rerun with more ``--budgets``/``--seeds``/``--methods``
 computes only what is new. Trained estimators are kept there too (a cell whose recalibrated row
-is missing is evaluated again without training). The report is rewritten from all finished cells
-after every cell.
+is missing is evaluated again without training). The ensemble ``NRE_C x3`` of seed s has the
+members of seeds 1000 s, 1000 s + 1, 1000 s + 2 (``inference.train_ensemble``: member k is trained
+after ``torch.manual_seed(seed + k)``, exactly as a single ``NRE_C`` cell of that seed); a member
+already kept as a single ``NRE_C`` estimator of the same observation and budget is loaded, not
+trained again (training on one CPU thread is deterministic: a retrained cell reproduces its
+metrics to the last digit), so the ensemble of seed 0 costs no training once ``NRE_C`` seeds 0–2
+are done. The report is rewritten from all finished cells after every cell.
 
 Run::
 
@@ -59,6 +64,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +137,11 @@ def train_cell(method: str, seed: int, prior: Any, theta: torch.Tensor, x: torch
     options = {"max_epochs": args.max_epochs, "training_batch_size": args.batch_size,
                "stop_after_epochs": args.patience}
     x_shape = tuple(x.shape[1:])
-    if method == "NRE_C x3":
+    if method == "NRE_C x3":  # one member (main trains the ensemble member by member, see ensemble_cell)
         epochs: list[int] = []
-        members = train_ensemble("NRE_C", prior, theta, x, members=ENSEMBLE, seed=1000 * seed, embedding=EMBEDDING,
-                                 x_shape=x_shape, progress=lambda k, r: epochs.append(r.epoch), **options)
-        return members, len(epochs)
+        (member,) = train_ensemble("NRE_C", prior, theta, x, members=1, seed=seed, embedding=EMBEDDING,
+                                   x_shape=x_shape, progress=lambda k, r: epochs.append(r.epoch), **options)
+        return member, len(epochs)
     torch.manual_seed(seed)
     if method == "NRE_C sbi-ResNet":
         inference = sbi_resnet_inference(prior, x_shape)
@@ -142,6 +149,43 @@ def train_cell(method: str, seed: int, prior: Any, theta: torch.Tensor, x: torch
         inference = build_inference(method, prior, EMBEDDING, x_shape=x_shape)
     estimator = train(inference, theta, x, **options)
     return estimator, int(inference.summary["epochs_trained"][-1])
+
+
+def estimator_file(cache: str | Path, tag: str, observation: str, method: str, budget: int, seed: int) -> Path:
+    """Where the trained estimator of one cell is kept."""
+    return Path(cache) / f"estimator_{tag}_{observation}_{method}_{budget}_{seed}.pt".replace(" ", "-")
+
+
+def fit_in_scratch(method: str, seed: int, *, data: tuple[Any, torch.Tensor, torch.Tensor, argparse.Namespace]
+                   ) -> tuple[Any, int]:
+    """``train_cell`` run from a temporary working directory (nothing may land in ./sbi-logs)."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        try:
+            return train_cell(method, seed, *data)
+        finally:
+            os.chdir(cwd)
+
+
+def ensemble_cell(seed: int, single: Callable[[int], Path], fit: Callable[[int], tuple[Any, int]]
+                  ) -> tuple[list[Any], int, float, list[int]]:
+    """The ``NRE_C x3`` members of cell ``seed`` (member seeds 1000 seed + k), their summed epochs and
+    training seconds, and the member seeds loaded from single ``NRE_C`` estimators (path
+    ``single(member_seed)``) instead of trained (``fit(member_seed)``)."""
+    members, epochs, train_s, reused = [], 0, 0.0, []
+    for k in range(ENSEMBLE):
+        member_seed = 1000 * seed + k
+        if single(member_seed).exists():
+            estimator, n, t = torch.load(single(member_seed), weights_only=False)
+            reused.append(member_seed)
+        else:
+            t0 = time.perf_counter()
+            estimator, n = fit(member_seed)
+            t = time.perf_counter() - t0
+        members.append(estimator)
+        epochs, train_s = epochs + n, train_s + t
+    return members, epochs, train_s, reused
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -354,7 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         write(done, env, args, info)
         return 0
-    cwd = os.getcwd()
     for obs_name in args.observations:
         obs = OBSERVATIONS[obs_name]
         theta_all, x_all = train_bank.to_torch(observation=obs)
@@ -368,19 +411,20 @@ def main(argv: list[str] | None = None) -> int:
                     rows = [*base_rows, *([] if recal is None else [r + RECAL for r in base_rows])]
                     if all((obs_name, row, budget, seed) in done for row in rows):
                         continue
-                    name = f"estimator_{tag}_{obs_name}_{method}_{budget}_{seed}.pt".replace(" ", "-")
-                    saved = Path(args.cache) / name
+                    saved = estimator_file(args.cache, tag, obs_name, method, budget, seed)
+                    extra_cell: dict[str, Any] = {}
+                    data = (prior, theta_all[:budget], x_all[:budget], args)
                     if saved.exists():  # trained by an earlier run: evaluate it again
                         estimator, epochs, train_s = torch.load(saved, weights_only=False)
+                    elif method == "NRE_C x3":
+                        estimator, epochs, train_s, reused = ensemble_cell(
+                            seed, partial(estimator_file, args.cache, tag, obs_name, "NRE_C", budget),
+                            partial(fit_in_scratch, method, data=data))
+                        extra_cell = {"members_from_single_cells": reused}
+                        torch.save((estimator, epochs, train_s), saved)
                     else:
                         t0 = time.perf_counter()
-                        with tempfile.TemporaryDirectory() as scratch:  # nothing may land in ./sbi-logs
-                            os.chdir(scratch)
-                            try:
-                                estimator, epochs = train_cell(method, seed, prior, theta_all[:budget],
-                                                               x_all[:budget], args)
-                            finally:
-                                os.chdir(cwd)
+                        estimator, epochs = fit_in_scratch(method, seed, data=data)
                         train_s = time.perf_counter() - t0
                         torch.save((estimator, epochs, train_s), saved)
                     for row in rows:
@@ -396,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "train_s": train_s, "epochs": epochs, **evaluate(posterior, *test, args, seed),
                                 "observation_settings": settings_of[obs_name],
                                 "resolution": resolution_of[obs_name], "date": env["date"],
-                                "git_commit": env.get("git_commit"), **extra}
+                                "git_commit": env.get("git_commit"), **extra_cell, **extra}
                         done[obs_name, row, budget, seed] = cell
                         with done_path.open("a") as f:
                             f.write(json.dumps(cell) + "\n")
