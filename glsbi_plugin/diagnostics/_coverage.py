@@ -181,8 +181,8 @@ def binned_pit_means(u: np.ndarray, key: np.ndarray, parts: int = 3) -> dict[str
     SBC, coverage and TARP average over all observations, and errors of opposite sign in two
     subsets of :math:`x` cancel in them. A posterior calibrated for every :math:`x` has PIT values
     :math:`u_{ik} = F_k(\theta_{ik} \mid x_i)` uniform within any subset defined by :math:`x` alone
-    (the key, e.g. the posterior mean, may also depend on posterior draws, which are independent
-    of :math:`\theta_i` given :math:`x_i`). Under that null, the mean of the :math:`n_b` values of bin
+    (e.g. by the posterior mean; a key computed from posterior draws must not depend on the
+    truth's rank among them, or only negligibly). Under that null, the mean of the :math:`n_b` values of bin
     :math:`b` has mean :math:`\tfrac12` and variance :math:`1/(12 n_b)`, so with the overall mean
     :math:`\bar u`
 

@@ -215,7 +215,10 @@ class CalibrationReport:
         low, in the middle or high (``parts = 3``). A posterior calibrated for every :math:`x` has
         PIT means of 1/2 in every bin (each known to :math:`\pm\sqrt{B/(12 N)}`); a marginal
         recalibration cannot remove differences between the bins, since it applies one map to
-        every :math:`x`.
+        every :math:`x`. The posterior mean is that of the report's own :math:`L` draws, which also
+        rank the truth: a truth ranked high leaves the draws' mean lower by about a posterior
+        standard deviation over :math:`L`, negligible next to the spread of the means that the
+        bins cut (the exact posteriors of ``tests/test_diagnostics.py`` pass the test).
 
         Args:
             parts: Number of quantile bins :math:`B`.
@@ -251,7 +254,7 @@ class CalibrationReport:
             parts: Number of bins (3: terciles).
 
         Returns:
-            ``d`` lines; empty for a report without :attr:`posterior_means`.
+            ``d`` lines; empty where :meth:`conditional_calibration` is ``None``.
         """
         table = self.conditional_calibration(parts)
         if table is None:
@@ -271,16 +274,16 @@ class CalibrationReport:
             where = {0: "lowest", parts - 1: "highest"} if parts > 2 else {0: "low", 1: "high"}
             if parts == 3:
                 where[1] = "in the middle"
-            parts_off = []
+            off = []
             for b, m in enumerate(means):  # the bins whose PIT mean is off 1/2 by more than 2 standard errors
                 if abs(m - 0.5) > 2 * se:
                     side = "above" if m > 0.5 else "below"
-                    parts_off.append(f"where it puts {name} {where.get(b, f'in bin {b + 1} of {parts}')}, the "
+                    off.append(f"where it puts {name} {where.get(b, f'in bin {b + 1} of {parts}')}, the "
                                      f"truth tends to lie {side} it (PIT mean {m:.2f})")
-            if not parts_off:
+            if not off:
                 worst = int(np.argmax(np.abs(np.asarray(means) - 0.5)))
-                parts_off.append(f"the PIT means differ, most in bin {worst + 1} of {parts} ({means[worst]:.2f})")
-            how = "; ".join(parts_off)
+                off.append(f"the PIT means differ, most in bin {worst + 1} of {parts} ({means[worst]:.2f})")
+            how = "; ".join(off)
             if means[0] < 0.5 - 2 * se and means[-1] > 0.5 + 2 * se:
                 how += ": the posterior is pulled toward the middle of the prior"
             elif means[0] > 0.5 + 2 * se and means[-1] < 0.5 - 2 * se:
