@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 # e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH_SPEC ?= torch==2.13.0
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
-# pytest worker processes (pytest-xdist): one per core of the 2-core machines this is built on
+# pytest worker processes (pytest-xdist): one per core of the 2-core machines this is built on;
+# --dist loadscope keeps each test module on one worker, so a module's fixtures are built once
 TEST_WORKERS ?= 2
+TEST_DIST ?= loadscope
 
 .PHONY: install run test test-all bench lint clean
 
@@ -24,10 +26,10 @@ run: install
 	$(VENV)/bin/glsbi quickstart --out runs/quickstart
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist $(TEST_DIST)
 
 test-all: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m ""
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist $(TEST_DIST) -m ""
 
 bench: install
 	$(PY) benchmarks/solver_throughput.py

@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,27 @@ class TinyRun:
 
 
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    """The trained tiny estimator and its bank (built once per session, then read from disk)."""
+    """The trained tiny estimator and its bank (built once per session, then read from disk).
+
+    Under pytest-xdist the workers share the parent of their temporary directories: the first
+    worker to get here builds the run there, the others wait on the lock and read it.
+    """
+    from filelock import FileLock
+
+    from glsbi_plugin.store import SimulationBank
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny_image_run"
+    est_path, bank_path = root / "estimator.pt", root / "bank.zarr"
+    with FileLock(str(root) + ".lock"):
+        if not est_path.exists():  # written last: a run that exists is complete
+            _build_tiny_run(root, est_path, bank_path)
+    bank = SimulationBank.open(bank_path, read_only=True)
+    theta_test, x_test = bank.to_torch("test")
+    return TinyRun(root, est_path, bank_path, theta_test, x_test, bank.to_torch("train")[1])
+
+
+def _build_tiny_run(root: Path, est_path: Path, bank_path: Path) -> None:
     from glsbi_plugin import make_simulator
     from glsbi_plugin.checkpoint import save_estimator
     from glsbi_plugin.embeddings import EmbeddingConfig
@@ -45,24 +67,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     from glsbi_plugin.physics import STM, presets
     from glsbi_plugin.store import SimulationBank
 
-    root = tmp_path_factory.getbasetemp() / "tiny_image_run"
-    est_path, bank_path = root / "estimator.pt", root / "bank.zarr"
-    if not est_path.exists():
-        root.mkdir(exist_ok=True)
-        sim = make_simulator(config=presets.small_forward_model(size=32, steps=200), bounds=BOUNDS,
-                             observation=STM(), batch_size=40)
-        bank = SimulationBank.create(bank_path, sim, 240, chunk_size=40, seed=0)
-        bank.fill()
-        theta, x = bank.to_torch("train")
-        emb = EmbeddingConfig(features=8, widths=(8, 16), downsample=True)
-        torch.manual_seed(0)
-        inference = build_inference("NRE_C", sim.prior(), emb, x_shape=sim.x_shape)
-        estimator = train(inference, theta, x, max_epochs=30, training_batch_size=25, learning_rate=2e-3,
-                          validation_fraction=0.1)
-        save_estimator(est_path, estimator, method="NRE_C", simulator=sim, embedding=emb)
-    bank = SimulationBank.open(bank_path, read_only=True)
-    theta_test, x_test = bank.to_torch("test")
-    return TinyRun(root, est_path, bank_path, theta_test, x_test, bank.to_torch("train")[1])
+    if bank_path.exists():  # a build interrupted before its estimator was saved
+        shutil.rmtree(bank_path)
+    root.mkdir(exist_ok=True)
+    sim = make_simulator(config=presets.small_forward_model(size=32, steps=200), bounds=BOUNDS,
+                         observation=STM(), batch_size=40)
+    bank = SimulationBank.create(bank_path, sim, 240, chunk_size=40, seed=0)
+    bank.fill()
+    theta, x = bank.to_torch("train")
+    emb = EmbeddingConfig(features=8, widths=(8, 16), downsample=True)
+    torch.manual_seed(0)
+    inference = build_inference("NRE_C", sim.prior(), emb, x_shape=sim.x_shape)
+    estimator = train(inference, theta, x, max_epochs=30, training_batch_size=25, learning_rate=2e-3,
+                      validation_fraction=0.1)
+    save_estimator(est_path, estimator, method="NRE_C", simulator=sim, embedding=emb)
 
 
 @pytest.fixture(scope="module")
