@@ -8,6 +8,7 @@ for one are reused by the others.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from pathlib import Path
@@ -72,3 +73,19 @@ def fields_bank(
         info["config"] = {**config.to_dict(), "t_final": config.t_final}
     print(f"{name} bank {path}: {n} rows ({simulated} simulated now)", flush=True)
     return bank
+
+
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    """``--bank-dir`` (these banks) and ``--cache`` (``nre_vs_npe.py``'s trained estimators): the
+    options of the scripts that judge that benchmark's estimators again."""
+    p.add_argument("--bank-dir", default=str(Path.home() / ".cache" / "glsbi" / "observation_models"),
+                   help="where the fields banks live")
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "glsbi" / "nre_vs_npe",
+                   help="nre_vs_npe.py's cache of trained estimators")
+
+
+def judging_banks(bank_dir: str | Path, info: dict[str, Any]) -> tuple[SimulationBank, SimulationBank]:
+    """The held-out bank (300 simulations, seed 1) and the recalibration bank (1000, seed 2) of
+    ``nre_vs_npe.py`` on the 48² torus, which the scripts that judge its estimators again share."""
+    return (fields_bank(bank_dir, "test", 300, 1, size=48, info=info),
+            fields_bank(bank_dir, "recal", 1000, 2, size=48, info=info))

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _fields import fields_bank  # benchmarks/_fields.py (the script's folder is on sys.path)
+from _fields import add_cache_options, fields_bank, judging_banks  # benchmarks/_fields.py
 from _machine import machine
 from recalibration import pit_summary  # benchmarks/recalibration.py: KS p, PIT mean, variance × 12
 
@@ -178,15 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-extra", type=int, default=2000, help="simulations of the extra held-out bank")
     p.add_argument("--extra-seed", type=int, default=3, help="seed of the extra held-out bank")
     p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--bank-dir", default=str(Path.home() / ".cache" / "glsbi" / "observation_models"))
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "glsbi" / "nre_vs_npe")
+    add_cache_options(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     info: dict[str, Any] = {}
-    test_bank = fields_bank(a.bank_dir, "test", 300, 1, size=48, info=info)
+    test_bank, recal_bank = judging_banks(a.bank_dir, info)
     extra_bank = fields_bank(a.bank_dir, "extra", a.num_extra, a.extra_seed, size=48, info=info)
-    recal_bank = fields_bank(a.bank_dir, "recal", 1000, 2, size=48, info=info)
     obs = STM()
     test, extra = test_bank.to_torch(observation=obs), extra_bank.to_torch(observation=obs)
     test = (test[0][:300], test[1][:300])

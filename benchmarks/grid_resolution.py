@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _fields import fields_bank  # benchmarks/_fields.py (the script's folder is on sys.path)
+from _fields import add_cache_options, judging_banks  # benchmarks/_fields.py (the script's folder is on sys.path)
 from _machine import machine
 from conditional_calibration import estimator_path
 from nre_vs_npe import NAMES, OBSERVATIONS, evaluate
@@ -49,14 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells", type=cell, nargs="+", required=True, help="METHOD:BUDGET:SEED of cached STM estimators")
     p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     p.add_argument("--posterior-samples", type=int, default=1000)
-    p.add_argument("--bank-dir", default=str(Path.home() / ".cache" / "glsbi" / "observation_models"))
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "glsbi" / "nre_vs_npe")
+    add_cache_options(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     info: dict[str, Any] = {}
-    test_bank = fields_bank(a.bank_dir, "test", 300, 1, size=48, info=info)
-    recal_bank = fields_bank(a.bank_dir, "recal", 1000, 2, size=48, info=info)
+    test_bank, recal_bank = judging_banks(a.bank_dir, info)
     obs = OBSERVATIONS["stm"]
     theta, x = test_bank.to_torch(observation=obs)
     theta, x = theta[:300], x[:300]
