@@ -38,12 +38,12 @@ file in ``--cache`` keyed by a hash of every setting that changes its result, so
 continues with the cells not yet done and a rerun with more ``--budgets``/``--seeds``/``--methods``
 computes only what is new. Trained estimators are kept there too (a cell whose recalibrated row
 is missing is evaluated again without training). The ensemble ``NRE_C x3`` of seed s has the
-members of seeds 1000 s, 1000 s + 1, 1000 s + 2 (``inference.train_ensemble``: member k is trained
-after ``torch.manual_seed(seed + k)``, exactly as a single ``NRE_C`` cell of that seed); a member
-already kept as a single ``NRE_C`` estimator of the same observation and budget is loaded, not
-trained again (training on one CPU thread is deterministic: a retrained cell reproduces its
-metrics to the last digit), so the ensemble of seed 0 costs no training once ``NRE_C`` seeds 0–2
-are done. The report is rewritten from all finished cells after every cell.
+members of seeds 1000 s, 1000 s + 1, 1000 s + 2, each trained as a single ``NRE_C`` cell of that
+seed (what ``inference.train_ensemble(seed=1000 s)`` does); a member already kept as a single
+``NRE_C`` estimator of the same observation and budget is loaded, not trained again (training on
+one CPU thread is deterministic: a retrained cell reproduces its metrics to the last digit), so
+the ensemble of seed 0 costs no training once ``NRE_C`` seeds 0–2 are done. The report is
+rewritten from all finished cells after every cell.
 
 Run::
 
@@ -77,7 +77,7 @@ from _machine import machine
 from glsbi_plugin import make_simulator
 from glsbi_plugin.diagnostics import calibration_report
 from glsbi_plugin.embeddings import EmbeddingConfig
-from glsbi_plugin.inference import GridPosterior, build_inference, fit_recalibration, train, train_ensemble
+from glsbi_plugin.inference import GridPosterior, build_inference, fit_recalibration, train
 from glsbi_plugin.physics import STM, Observation, presets
 from glsbi_plugin.store import SimulationBank
 
@@ -133,15 +133,11 @@ def sbi_resnet_inference(prior: Any, x_shape: tuple[int, ...]) -> Any:
 
 def train_cell(method: str, seed: int, prior: Any, theta: torch.Tensor, x: torch.Tensor,
                args: argparse.Namespace) -> tuple[Any, int]:
-    """The trained estimator(s) of one cell and the epochs trained (summed over ensemble members)."""
+    """The trained estimator of one single-estimator cell and the epochs trained (``NRE_C x3`` is
+    trained member by member as ``NRE_C`` cells, see :func:`ensemble_cell`)."""
     options = {"max_epochs": args.max_epochs, "training_batch_size": args.batch_size,
                "stop_after_epochs": args.patience}
     x_shape = tuple(x.shape[1:])
-    if method == "NRE_C x3":  # one member (main trains the ensemble member by member, see ensemble_cell)
-        epochs: list[int] = []
-        (member,) = train_ensemble("NRE_C", prior, theta, x, members=1, seed=seed, embedding=EMBEDDING,
-                                   x_shape=x_shape, progress=lambda k, r: epochs.append(r.epoch), **options)
-        return member, len(epochs)
     torch.manual_seed(seed)
     if method == "NRE_C sbi-ResNet":
         inference = sbi_resnet_inference(prior, x_shape)
@@ -438,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                     elif method == "NRE_C x3":
                         estimator, epochs, train_s, reused = ensemble_cell(
                             seed, partial(estimator_file, args.cache, tag, obs_name, "NRE_C", budget),
-                            partial(fit_in_scratch, method, data=data))
+                            partial(fit_in_scratch, "NRE_C", data=data))
                         extra_cell = {"members_from_single_cells": reused}
                         torch.save((estimator, epochs, train_s), saved)
                     else:
