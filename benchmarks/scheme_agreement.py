@@ -181,7 +181,8 @@ def _z(diff: float, se: float) -> float:
 def time_forward(cfg: TDGLConfig, batch: int, repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` wall time of one batch of the forward model at (η, B) = (0.15, 0.07):
     :func:`~glsbi_plugin.physics.forward` jitted and vmapped over params and keys, the batch
-    sharded over the devices, as the sbi simulator runs it (``TDGLSimulator._run``)."""
+    sharded over the devices: the sbi simulator's computation (``TDGLSimulator._run`` compiles its
+    two halves, the quench and the image, as two programs)."""
     p = broadcast_params(presets.type15(eta=0.15, field=0.07), batch)
     keys = jax.random.split(jax.random.key(0), batch)
     p, keys = shard_batch(p, keys)

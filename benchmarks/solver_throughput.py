@@ -190,8 +190,9 @@ def solver_runner(cfg: TDGLConfig, batch: int, prng_impl: str = "threefry2x32") 
 
 @functools.cache
 def batched_forward(cfg: TDGLConfig, observation: Observation = OBSERVATION) -> Callable[..., jax.Array]:
-    """``jax.jit(jax.vmap(forward))`` over params and keys: the package's forward model as the sbi
-    simulator runs it (``TDGLSimulator._run``), one compilation per (config, batch)."""
+    """``jax.jit(jax.vmap(forward))`` over params and keys: the package's forward model, the sbi
+    simulator's computation (``TDGLSimulator._run`` compiles its two halves, the quench and the
+    image, as two programs), one compilation per (config, batch)."""
     return jax.jit(jax.vmap(lambda p, k: forward(p, k, cfg, observation)))
 
 

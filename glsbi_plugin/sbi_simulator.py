@@ -1,8 +1,12 @@
 r"""The sbi simulator and its prior: θ (torch, ``(n, d)``) → images x (torch, ``(n, C, H, W)``).
 
 ``TDGLSimulator`` maps the columns of θ onto named fields of a base :class:`TDGLParams` (default
-θ = (η, B)), runs the physics package's :func:`~glsbi_plugin.physics.forward` ``jax.vmap``-ed and
-jitted over each batch, and hands the images to torch through DLPack (:mod:`glsbi_plugin.bridge`).
+θ = (η, B)), runs the physics package's :func:`~glsbi_plugin.physics.forward` ``jax.vmap``-ed over
+each batch, and hands the images to torch through DLPack (:mod:`glsbi_plugin.bridge`). The forward
+model is compiled as its two halves: the quench (:func:`~glsbi_plugin.physics.quench_of`), one
+program per config and batch width that every simulator of that config shares whatever its prior
+box, base parameters or observation, and the image (:func:`~glsbi_plugin.physics.image_of`), one
+small program per observation.
 It is a plain callable, so ``sbi.inference.simulate_for_sbi`` and
 ``sbi.utils.user_input_checks.process_simulator`` take it unchanged. It carries its prior's box:
 ``simulator.prior()`` is the ``BoxUniform`` over exactly the θ it accepts.
@@ -48,13 +52,15 @@ from .physics import (
     Decoration,
     Measurement,
     Observation,
+    State,
     TDGLConfig,
     TDGLParams,
     check_params,
-    forward,
+    image_of,
     make_observation,
     observation_from_dict,
     presets,
+    quench_of,
     shard_batch,
 )
 
@@ -85,10 +91,36 @@ MAX_NOISE_STEP = 0.5
 DEFAULT_CONFIG = presets.forward_model()
 
 
+def _row_params(base: TDGLParams, names: tuple[str, ...], theta: jax.Array) -> TDGLParams:
+    """``base`` with the inferred parameters set from one θ row (``names`` in θ's column order)."""
+    return base.replace(**{name: theta[i] for i, name in enumerate(names)})
+
+
+@functools.partial(jax.jit, static_argnames=("names", "cfg"))
+def _quench_rows(base: TDGLParams, theta: jax.Array, seeds: jax.Array, *, names: tuple[str, ...],
+                 cfg: TDGLConfig) -> State:
+    """The quench of every row (:func:`~glsbi_plugin.physics.quench_of` with the key of its seed).
+
+    ``base`` is an argument, not a constant of the program: one compiled program per config, θ
+    names and batch width serves every simulator of that config, whatever its base parameters,
+    prior box or observation (the quench is the costly compilation, ~10 s on a 16² torus)."""
+    return jax.vmap(lambda t, s: quench_of(_row_params(base, names, t), jax.random.key(s), cfg))(theta, seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("names", "cfg", "observation"))
+def _image_rows(base: TDGLParams, states: State, theta: jax.Array, seeds: jax.Array, *,
+                names: tuple[str, ...], cfg: TDGLConfig, observation: AnyObservation) -> jax.Array:
+    """The image of every row's final state (:func:`~glsbi_plugin.physics.image_of`): one small
+    program per observation."""
+    return jax.vmap(
+        lambda st, t, s: image_of(observation, st, _row_params(base, names, t), cfg, jax.random.key(s))
+    )(states, theta, seeds)
+
+
 def _derive_runner(cfg: TDGLConfig, names: tuple[str, ...], base: TDGLParams, channels: tuple[str, ...], observation):  # noqa: ANN001, ANN202, E501
     """The jitted, vmapped instrument on stored fields (one compiled program per observation)."""
     def one(theta: jax.Array, seed: jax.Array, x: jax.Array) -> jax.Array:
-        p = base.replace(**{name: theta[i] for i, name in enumerate(names)})
+        p = _row_params(base, names, theta)
         _, k_meas = jax.random.split(jax.random.key(seed))  # forward's measurement stream
         return observation.measure(dict(zip(channels, x, strict=True)), p, cfg, k_meas)
 
@@ -319,15 +351,12 @@ class TDGLSimulator:
             outs.append(x[:m])
         return jnp.concatenate(outs) if len(outs) > 1 else outs[0]
 
-    @functools.cached_property
-    def _run(self):  # noqa: ANN202 - a jitted closure
-        cfg, names, base, observation = self.config, self.names, self.base, self.observation
-
-        def one(theta: jax.Array, seed: jax.Array) -> jax.Array:
-            p = base.replace(**{name: theta[i] for i, name in enumerate(names)})
-            return forward(p, jax.random.key(seed), cfg, observation)
-
-        return jax.jit(jax.vmap(one))
+    def _run(self, theta: jax.Array, seeds: jax.Array) -> jax.Array:
+        """:func:`~glsbi_plugin.physics.forward` of every row, compiled as two programs: the quench
+        (shared by all simulators of this config) and this simulator's observation of its states."""
+        kw = {"names": self.names, "cfg": self.config}
+        states = _quench_rows(self.base, theta, seeds, **kw)
+        return _image_rows(self.base, states, theta, seeds, observation=self.observation, **kw)
 
     # -- validation -------------------------------------------------------------------------
     def check_theta(self, theta: Tensor | np.ndarray) -> Tensor:
@@ -379,7 +408,7 @@ class TDGLSimulator:
 
     def __getstate__(self) -> dict[str, object]:
         """Pickle the settings only (sbi's joblib workers, dask): the jitted programs are rebuilt."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_run", "_derive_runners")}
+        return {k: v for k, v in self.__dict__.items() if k != "_derive_runners"}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)

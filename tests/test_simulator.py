@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from glsbi_plugin import make_prior, make_simulator
-from glsbi_plugin.physics import Measurement, TDGLConfig
+from glsbi_plugin.physics import Measurement, TDGLConfig, presets
 
 CFG = TDGLConfig(shape=(16, 16), steps=60)
 BOUNDS = {"eta": (0.0, 0.3), "field": (0.1, 0.4)}
@@ -92,8 +92,17 @@ def test_every_corner_of_the_prior_box_is_checked():
 
 
 def test_small_batches_reuse_power_of_two_programs(sim):
+    from glsbi_plugin.sbi_simulator import _image_rows, _quench_rows
+
     theta = make_prior(bounds=BOUNDS).sample((4,))
-    sim._run._clear_cache()
+    _quench_rows._clear_cache()
+    _image_rows._clear_cache()
     for n in (1, 2, 3, 4, 3, 2, 1):
         assert sim(theta[:n], seed=0).shape[0] == n
-    assert sim._run._cache_size() == 3  # widths 1, 2, 4
+    assert _quench_rows._cache_size() == _image_rows._cache_size() == 3  # widths 1, 2, 4
+    # another prior box, base and observation on the same config: the quench is not compiled again
+    other = make_simulator(config=CFG, bounds={"eta": (0.1, 0.2), "field": (0.2, 0.3)}, base=presets.type15(e=0.5),
+                           channels=("rho2",), batch_size=4)
+    x = other(other.prior().sample((4,)), seed=1)
+    assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+    assert _quench_rows._cache_size() == 3 and _image_rows._cache_size() == 4

@@ -7,7 +7,8 @@ Public face::
     x = forward(p, jax.random.key(0), cfg, Observation(channels=("rho1", "rho2")))   # (2, 64, 64)
 
 - the forward model: :func:`forward` (quench → integrate → observe → instrument, pure, jit- and
-  vmap-able), :func:`forward_in_segments` (the same, eagerly in pieces), what is observed: the
+  vmap-able; its halves :func:`quench_of` and :func:`image_of`), :func:`forward_in_segments` (the
+  same, eagerly in pieces), what is observed: the
   ideal :class:`Observation` (channels, :class:`Measurement`) or an instrument (:class:`STM`,
   :class:`SQUID`, :class:`Decoration`, settings fixed or :class:`Range` nuisances;
   :func:`make_observation` by name), :mod:`presets` (``forward_model`` holds the default numerics);
@@ -37,9 +38,11 @@ from ._forward import (
     forward,
     forward_in_segments,
     forward_keys,
+    image_of,
     initial_state,
     make_observation,
     observation_from_dict,
+    quench_of,
     shard_batch,
     simulate,
     simulate_batch,
@@ -92,6 +95,7 @@ __all__ = [
     "free_energy",
     "ground_state",
     "hc2_lattice",
+    "image_of",
     "initial_state",
     "integrate",
     "kinetic_matrix",
@@ -99,6 +103,7 @@ __all__ = [
     "observe",
     "plaquette_flux",
     "presets",
+    "quench_of",
     "summaries",
     "FIELDS",
     "shard_batch",

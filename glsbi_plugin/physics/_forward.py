@@ -45,7 +45,9 @@ __all__ = [
     "forward",
     "forward_in_segments",
     "forward_keys",
+    "image_of",
     "initial_state",
+    "quench_of",
     "shard_batch",
     "simulate",
     "simulate_batch",
@@ -242,10 +244,28 @@ def forward(
         >>> x.shape, str(x.dtype)
         ((1, 16, 16), 'float32')
     """
-    k_sim, k_meas = jax.random.split(key)  # = forward_keys(key): (init, noise) from k_sim
-    state = _simulate(params, k_sim, cfg)
-    image = observation(state, params, cfg, k_meas)
+    state = quench_of(params, key, cfg)
+    image = image_of(observation, state, params, cfg, key)
     return (state, image) if return_state else image
+
+
+def quench_of(params: TDGLParams, key: jax.Array, cfg: TDGLConfig) -> State:
+    """The first half of :func:`forward`: the final state of its quench (the simulation stream of
+    ``key``, :func:`forward_keys`). Pure and jit-able; nothing is checked."""
+    k_sim, _ = jax.random.split(key)  # = forward_keys(key): (init, noise) from k_sim
+    return _simulate(params, k_sim, cfg)
+
+
+def image_of(
+    observation: AnyObservation, state: State, params: TDGLParams, cfg: TDGLConfig, key: jax.Array
+) -> jax.Array:
+    """The second half of :func:`forward`: the image ``observation`` takes of the final ``state``
+    with the measurement stream of ``key``. Pure and jit-able; nothing is checked.
+
+    Compiled apart from :func:`quench_of` (as the sbi simulator does), the costly quench is one
+    program per ``cfg`` that every observation model shares."""
+    _, k_meas = jax.random.split(key)
+    return observation(state, params, cfg, k_meas)
 
 
 def forward_in_segments(

@@ -22,7 +22,9 @@ first filled chunk's θ and seeds are checked against the attributes instead); t
 the digest and the recorded copy, never touching the data.
 
 Bit-identity: XLA on CPU gives bit-identical rows for the same θ, seed and *vmapped batch width*
-(row position and process do not matter; the width does, by ~4e-8). The bank therefore fixes the
+(row position and process do not matter; the width does, by ~4e-8), with one version of the
+forward model's compiled programs (a version that compiles them differently may change the last
+bits, ~1e-6 relative; rows already stored are never rewritten). The bank therefore fixes the
 width at creation (``batch_size``, default the chunk size) and always simulates full chunks.
 """
 
