@@ -10,6 +10,9 @@ export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 # --dist loadscope keeps each test module on one worker, so a module's fixtures are built once
 TEST_WORKERS ?= 2
 TEST_DIST ?= loadscope
+# one OpenMP/BLAS thread per test worker: two workers already fill the two cores (beside two
+# benchmark trainings, load ~5, the suite took 600-608 s with it and 678 s without)
+test test-all: export OMP_NUM_THREADS ?= 1
 
 .PHONY: install run test test-all bench lint clean
 

@@ -168,7 +168,8 @@ def ensemble_cell(seed: int, single: Callable[[int], Path], fit: Callable[[int],
                   ) -> tuple[list[Any], int, float, list[int]]:
     """The ``NRE_C x3`` members of cell ``seed`` (member seeds 1000 seed + k), their summed epochs and
     training seconds, and the member seeds loaded from single ``NRE_C`` estimators (path
-    ``single(member_seed)``) instead of trained (``fit(member_seed)``)."""
+    ``single(member_seed)``) instead of trained (``fit(member_seed)``). A member trained here is
+    saved there at once, so a run killed between members resumes at the next one."""
     members, epochs, train_s, reused = [], 0, 0.0, []
     for k in range(ENSEMBLE):
         member_seed = 1000 * seed + k
@@ -179,6 +180,7 @@ def ensemble_cell(seed: int, single: Callable[[int], Path], fit: Callable[[int],
             t0 = time.perf_counter()
             estimator, n = fit(member_seed)
             t = time.perf_counter() - t0
+            torch.save((estimator, n, t), single(member_seed))
         members.append(estimator)
         epochs, train_s = epochs + n, train_s + t
     return members, epochs, train_s, reused

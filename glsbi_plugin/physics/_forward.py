@@ -10,7 +10,9 @@ the instrument (:class:`Observation`). All randomness comes from one PRNG key, s
 (:func:`forward_keys`): the initial state, the Langevin noise and the measurement noise each get
 their own stream.
 
-:func:`forward` is pure and jit-able; the sbi simulator vmaps it, the demo jits it.
+:func:`forward` is pure and jit-able; the demo jits it, the sbi simulator vmaps and compiles its two
+halves apart (:func:`quench_of`, the costly quench, one program per config; :func:`image_of`, one
+per observation).
 :func:`forward_in_segments` runs the same computation eagerly in segments (the CLI's progress
 bar) and gives the same image to float rounding. :func:`simulate` / :func:`simulate_batch` are the
 quench alone (from a simulation key).
