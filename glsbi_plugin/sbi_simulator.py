@@ -56,6 +56,7 @@ from .physics import (
     TDGLConfig,
     TDGLParams,
     check_params,
+    forward_keys,
     image_of,
     make_observation,
     observation_from_dict,
@@ -117,14 +118,18 @@ def _image_rows(base: TDGLParams, states: State, theta: jax.Array, seeds: jax.Ar
     )(states, theta, seeds)
 
 
-def _derive_runner(cfg: TDGLConfig, names: tuple[str, ...], base: TDGLParams, channels: tuple[str, ...], observation):  # noqa: ANN001, ANN202, E501
-    """The jitted, vmapped instrument on stored fields (one compiled program per observation)."""
-    def one(theta: jax.Array, seed: jax.Array, x: jax.Array) -> jax.Array:
-        p = _row_params(base, names, theta)
-        _, k_meas = jax.random.split(jax.random.key(seed))  # forward's measurement stream
-        return observation.measure(dict(zip(channels, x, strict=True)), p, cfg, k_meas)
+@functools.partial(jax.jit, static_argnames=("names", "cfg", "channels", "observation"))
+def _derive_rows(base: TDGLParams, theta: jax.Array, seeds: jax.Array, fields: jax.Array, *,
+                 names: tuple[str, ...], cfg: TDGLConfig, channels: tuple[str, ...],
+                 observation: AnyObservation) -> jax.Array:
+    """The instrument on every row's stored fields ``(n, len(channels), H, W)``, with the measurement
+    stream of its seed (as :func:`~glsbi_plugin.physics.image_of` takes it): one program per
+    observation and channel layout, shared by every simulator of the config."""
+    def one(t: jax.Array, seed: jax.Array, x: jax.Array) -> jax.Array:
+        key = forward_keys(jax.random.key(seed)).measure
+        return observation.measure(dict(zip(channels, x, strict=True)), _row_params(base, names, t), cfg, key)
 
-    return jax.jit(jax.vmap(one))
+    return jax.vmap(one)(theta, seeds, fields)
 
 
 def make_prior(
@@ -395,23 +400,10 @@ class TDGLSimulator:
             )
         if theta_t.shape[0] == 0:
             return torch.empty((0, *observation.x_shape(self.config)), dtype=torch.float32)
-        if observation not in self._derive_runners:
-            self._derive_runners[observation] = _derive_runner(
-                self.config, self.names, self.base, self.channels, observation
-            )
-        out = self._batched(self._derive_runners[observation], theta_t.numpy(), seeds, x.numpy(), shard=False)
+        run = functools.partial(_derive_rows, self.base, names=self.names, cfg=self.config, channels=self.channels,
+                                observation=observation)
+        out = self._batched(run, theta_t.numpy(), seeds, x.numpy(), shard=False)
         return to_torch(out).cpu()
-
-    @functools.cached_property
-    def _derive_runners(self) -> dict:
-        return {}
-
-    def __getstate__(self) -> dict[str, object]:
-        """Pickle the settings only (sbi's joblib workers, dask): the jitted programs are rebuilt."""
-        return {k: v for k, v in self.__dict__.items() if k != "_derive_runners"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
 
     def describe(self) -> dict[str, object]:
         """JSON-ready description (config, base parameters, names, bounds, channels; the instrument's

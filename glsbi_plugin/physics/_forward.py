@@ -266,8 +266,7 @@ def image_of(
 
     Compiled apart from :func:`quench_of` (as the sbi simulator does), the costly quench is one
     program per ``cfg`` that every observation model shares."""
-    _, k_meas = jax.random.split(key)
-    return observation(state, params, cfg, k_meas)
+    return observation(state, params, cfg, forward_keys(key).measure)
 
 
 def forward_in_segments(
